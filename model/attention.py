@@ -1,0 +1,297 @@
+"""Causal multi-head self-attention with RoPE, grouped-query attention and a KV cache.
+
+This file is meant to be read top to bottom. It imports only torch and math.
+
+Notation (the letters used in every shape comment)
+    B    batch size
+    T    new tokens in this call: the queries
+    P    tokens already in the KV cache: the first new token sits at absolute position P
+    S    keys attended to, S = P + T
+    C    model width (n_embd)
+    H    query heads (n_head)
+    Hkv  key/value heads (n_kv_head); H % Hkv == 0 and G = H // Hkv query heads share one K/V head
+    D    head width, D = C // H
+    L    length of the precomputed RoPE tables (the longest sequence the model will see)
+
+The computation, for an input x of shape (B, T, C) whose first token is at absolute position P:
+
+    (1) q = x W_Q,  k = x W_K,  v = x W_V     per head: q (B, H, T, D); k, v (B, Hkv, T, D)
+    (2) q <- R(pos) q,  k <- R(pos) k          RoPE: rotate channel pairs by angles pos * theta_i
+    (3) K = [K_cache; k],  V = [V_cache; v]    the KV cache appends the new keys/values: (B, Hkv, S, D)
+    (4) K, V repeated G times along heads      grouped-query attention: (B, H, S, D)
+    (5) scores = q K^T / sqrt(D) + M           M[i, j] = 0 if j <= P + i else -inf: (B, H, T, S)
+    (6) A = softmax(scores)                    over the keys; every row sums to 1, zero where masked
+    (7) y = A V                                (B, H, T, D)
+    (8) out = concat_heads(y) W_O              (B, T, C)
+
+Steps (5)-(7) are written out by hand in `attention(..., impl="explicit")` and done by one fused
+kernel in `attention(..., impl="sdpa")` (torch's scaled_dot_product_attention, which uses the flash
+kernel on a GPU and never materialises the T x S score matrix). Both exist; an argument chooses.
+
+Why the causal mask matters. Row i of M lets query P+i see keys 0..P+i and nothing later. So:
+  * one forward pass over a sequence trains every position's next-token prediction at once: the output
+    at position t is a function of tokens 0..t only, so it cannot peek at the token it must predict;
+  * appending tokens never changes the outputs (or the keys and values) at earlier positions, so keys
+    and values computed once can be cached and reused: decoding with a KV cache is exact, not an
+    approximation. With `causal=False` both properties are lost (tests/test_attention.py shows it).
+
+Cost. Steps (5)-(7) do O(T * S * D) work per head: O(T^2) for a full sequence. The explicit path also
+stores the (T, S) matrix A, so its memory grows as T^2; the fused SDPA kernels stream over blocks of
+keys and keep only O(T) extra memory. The KV cache holds 2 * Hkv * D numbers per token per layer:
+grouped-query attention (Hkv < H) shrinks it by a factor G.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------------------------
+# RoPE: rotary position embedding (Su et al. 2021), rotate-half convention (GPT-NeoX; Llama in
+# Hugging Face transformers).
+#
+# Split a head vector x of width D into halves x1 = x[:D/2], x2 = x[D/2:] and read channel pair
+# (x1[i], x2[i]) as the complex number z_i = x1[i] + i * x2[i]. RoPE at position m multiplies it by
+# e^{i m theta_i}, a rotation by the angle m * theta_i, with theta_i = base^(-2i/D): fast rotations
+# in the first pairs, slow ones in the last. In real arithmetic, with rotate_half(x) = [-x2, x1]:
+#
+#     R(m) x = x * cos(m theta) + rotate_half(x) * sin(m theta)
+#
+# since (x1 + i x2)(cos + i sin) = (x1 cos - x2 sin) + i (x2 cos + x1 sin).
+#
+# Why scores then depend only on relative position: for q at position m and k at position n,
+#     <R(m) q, R(n) k> = Re sum_i  q_i e^{i m theta_i} * conj(k_i e^{i n theta_i})
+#                      = Re sum_i  q_i conj(k_i) e^{i (m - n) theta_i},
+# a function of m - n alone. Rotations also preserve norms, and position 0 is the identity.
+# ----------------------------------------------------------------------------------------------
+
+
+def rope_tables(head_dim: int, max_len: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of m * theta_i for positions m in [0, max_len), each (L, D), in fp32."""
+    assert head_dim % 2 == 0, "RoPE rotates channel pairs, so the head width must be even"
+    theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (D/2,)
+    angles = torch.outer(torch.arange(max_len, dtype=torch.float32), theta)  # (L, D/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (L, D): pair i uses channels i and i + D/2
+    return angles.cos(), angles.sin()
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """[x1, x2] -> [-x2, x1]: multiplication by i of every channel pair."""
+    x1, x2 = x.chunk(2, dim=-1)  # (..., D/2) each
+    return torch.cat([-x2, x1], dim=-1)  # (..., D)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (B, heads, T, D) by the tables for its T positions, cos and sin (T, D).
+
+    Computed in fp32 and cast back: in bf16 the angles of late positions would lose their precision.
+    """
+    xf = x.float()
+    return (xf * cos + rotate_half(xf) * sin).type_as(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# The causal mask, from absolute positions
+# ----------------------------------------------------------------------------------------------
+
+
+def causal_mask(T: int, S: int, device: torch.device | None = None) -> torch.Tensor:
+    """Boolean (T, S): True where query i (at absolute position S - T + i) may see key j.
+
+    The queries are the *last* T of the S positions (bottom-right aligned): with P = S - T tokens in
+    the cache, query P + i sees keys 0..P + i. When T == S this is the usual lower triangle.
+    """
+    q_pos = torch.arange(S - T, S, device=device)  # (T,) absolute positions of the queries
+    k_pos = torch.arange(S, device=device)  # (S,) absolute positions of the keys
+    return k_pos[None, :] <= q_pos[:, None]  # (T, S)
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention, steps (5)-(7): spelled out, and through the fused kernel
+# ----------------------------------------------------------------------------------------------
+
+
+def attention_weights(q: torch.Tensor, k: torch.Tensor, causal: bool = True) -> torch.Tensor:
+    """Steps (5)-(6): A = softmax(q k^T / sqrt(D) + M), (B, H, T, S). q (B, H, T, D), k (B, H, S, D)."""
+    T, S, D = q.size(-2), k.size(-2), q.size(-1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(D)  # (5) (B, H, T, S)
+    if causal:
+        scores = scores.masked_fill(~causal_mask(T, S, q.device), float("-inf"))  # (5) + M
+    return torch.softmax(scores.float(), dim=-1).type_as(q)  # (6) (B, H, T, S), softmax in fp32
+
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True, impl: str = "sdpa"
+) -> torch.Tensor:
+    """Steps (5)-(7) for q (B, H, T, D) and k, v (B, H, S, D) with S >= T; returns y (B, H, T, D).
+
+    impl="explicit" materialises the (T, S) weights; impl="sdpa" calls the fused kernel.
+    """
+    if impl == "explicit":
+        return attention_weights(q, k, causal) @ v  # (7) (B, H, T, S) @ (B, H, S, D) -> (B, H, T, D)
+    if impl == "sdpa":
+        T, S = q.size(-2), k.size(-2)
+        if not causal:
+            return F.scaled_dot_product_attention(q, k, v)  # (5)-(7), no mask
+        if T == S:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (5)-(7)
+        # Footgun: is_causal=True builds a *top-left* aligned triangle (query i sees keys 0..i), which
+        # is wrong once a cache holds P > 0 earlier keys. Pass the bottom-right aligned mask instead.
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, S, q.device))  # (5)-(7)
+    raise ValueError(f"unknown attention impl {impl!r}: use 'explicit' or 'sdpa'")
+
+
+# ----------------------------------------------------------------------------------------------
+# The KV cache
+# ----------------------------------------------------------------------------------------------
+
+
+class KVCache:
+    """Keys and values of one layer for the tokens seen so far, preallocated to max_len positions.
+
+    `update` writes the T new keys/values at positions [P, P + T) and returns all S = P + T of them.
+    It serves both a chunked prefill (T > 1) and one-token decoding (T = 1). Earlier entries are never
+    rewritten: under the causal mask they do not depend on later tokens.
+    """
+
+    def __init__(self, batch_size: int, n_kv_head: int, max_len: int, head_dim: int,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
+        shape = (batch_size, n_kv_head, max_len, head_dim)  # (B, Hkv, max_len, D)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.max_len = max_len
+        self.length = 0  # P: how many positions hold valid keys/values
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append k, v (B, Hkv, T, D); return the cached K, V (B, Hkv, S, D)."""
+        P, T = self.length, k.size(2)
+        if P + T > self.max_len:
+            raise ValueError(
+                f"KV cache overflow: {P} cached + {T} new tokens > max_len={self.max_len}. "
+                "Create the cache with a larger max_len, or reset() it and prefill a shorter window."
+            )
+        self.k[:, :, P : P + T] = k  # (3) write at positions [P, P + T)
+        self.v[:, :, P : P + T] = v
+        self.length = P + T
+        return self.k[:, :, : P + T], self.v[:, :, : P + T]  # (3) (B, Hkv, S, D)
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+# ----------------------------------------------------------------------------------------------
+# The module: steps (1)-(8)
+# ----------------------------------------------------------------------------------------------
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention with RoPE, grouped-query K/V heads and an optional KV cache.
+
+    n_kv_head == n_head is ordinary multi-head attention; n_kv_head == 1 is multi-query attention.
+    causal=False gives bidirectional attention, kept only to show what the mask is for.
+    """
+
+    def __init__(self, n_embd: int, n_head: int, n_kv_head: int | None = None,
+                 causal: bool = True, impl: str = "sdpa"):
+        super().__init__()
+        n_kv_head = n_head if n_kv_head is None else n_kv_head
+        assert n_embd % n_head == 0, f"n_embd={n_embd} must be divisible by n_head={n_head}"
+        assert n_head % n_kv_head == 0, f"n_head={n_head} must be divisible by n_kv_head={n_kv_head}"
+        self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, n_embd // n_head
+        self.causal, self.impl = causal, impl
+        # Separate W_Q, W_K, W_V as in the equations; fusing them into one matmul is an optimisation.
+        self.wq = nn.Linear(n_embd, n_head * self.head_dim, bias=False)
+        self.wk = nn.Linear(n_embd, n_kv_head * self.head_dim, bias=False)
+        self.wv = nn.Linear(n_embd, n_kv_head * self.head_dim, bias=False)
+        self.wo = nn.Linear(n_head * self.head_dim, n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None) -> torch.Tensor:
+        """x (B, T, C) at positions [P, P + T), P = cache.length (0 without a cache).
+
+        cos, sin: the RoPE tables for all positions, (L, D); rows P..P+T-1 are used.
+        """
+        B, T, C = x.shape
+        H, Hkv, D = self.n_head, self.n_kv_head, self.head_dim
+        P = 0 if cache is None else cache.length
+        if P + T > cos.size(0):
+            raise ValueError(f"positions up to {P + T} exceed the RoPE tables ({cos.size(0)} positions)")
+
+        q = self.wq(x).view(B, T, H, D).transpose(1, 2)  # (1) (B, T, C) -> (B, T, H, D) -> (B, H, T, D)
+        k = self.wk(x).view(B, T, Hkv, D).transpose(1, 2)  # (1) (B, Hkv, T, D)
+        v = self.wv(x).view(B, T, Hkv, D).transpose(1, 2)  # (1) (B, Hkv, T, D)
+
+        q = apply_rope(q, cos[P : P + T], sin[P : P + T])  # (2) (B, H, T, D)
+        k = apply_rope(k, cos[P : P + T], sin[P : P + T])  # (2) (B, Hkv, T, D)
+
+        if cache is not None:
+            k, v = cache.update(k, v)  # (3) (B, Hkv, S, D)
+
+        if Hkv != H:  # (4) query head h uses K/V head h // G
+            G, S = H // Hkv, k.size(2)
+            k = k[:, :, None].expand(B, Hkv, G, S, D).reshape(B, H, S, D)  # (4) (B, Hkv, S, D) -> (B, H, S, D)
+            v = v[:, :, None].expand(B, Hkv, G, S, D).reshape(B, H, S, D)  # (4) (B, H, S, D)
+
+        y = attention(q, k, v, causal=self.causal, impl=self.impl)  # (5)-(7) (B, H, T, D)
+        y = y.transpose(1, 2).reshape(B, T, H * D)  # (8) concat heads: (B, H, T, D) -> (B, T, H*D)
+        return self.wo(y)  # (8) (B, T, C)
+
+    def new_cache(self, batch_size: int, max_len: int, device=None, dtype=torch.float32) -> KVCache:
+        return KVCache(batch_size, self.n_kv_head, max_len, self.head_dim, device, dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Demo: python -m model.attention
+# ----------------------------------------------------------------------------------------------
+
+
+def demo(T: int = 6, seed: int = 0) -> dict:
+    """Print the mask, one head's attention weights, and cached decoding vs one full pass.
+
+    Returns the numbers it prints, so tests can check them.
+    """
+    torch.manual_seed(seed)
+    C, H, Hkv = 32, 4, 2
+    torch.set_printoptions(precision=3, sci_mode=False, linewidth=120)
+
+    M = torch.zeros(T, T).masked_fill(~causal_mask(T, T), float("-inf"))
+    print(f"(5) the causal mask M for T = {T}: query i (row) may see key j (column) iff j <= i")
+    print(M)
+
+    attn = CausalSelfAttention(C, H, Hkv).eval()
+    cos, sin = rope_tables(C // H, 64)
+    x = torch.randn(1, T, C)  # (B, T, C)
+    with torch.no_grad():
+        q = apply_rope(attn.wq(x).view(1, T, H, C // H).transpose(1, 2), cos[:T], sin[:T])  # (1, H, T, D)
+        k = apply_rope(attn.wk(x).view(1, T, Hkv, C // H).transpose(1, 2), cos[:T], sin[:T])  # (1, Hkv, T, D)
+        A = attention_weights(q[:, :1], k[:, :1])[0, 0]  # head 0 uses K/V head 0: (T, T)
+    print(f"\n(6) attention weights A of head 0 for a random sequence of {T} tokens:")
+    print(A)
+    row_sums = A.sum(-1)
+    upper = A.triu(diagonal=1).abs().max().item()
+    print(f"    row sums: {row_sums}")
+    print(f"    largest weight above the diagonal: {upper}")
+
+    with torch.no_grad():
+        full = attn(x, cos, sin)  # (1, T, C): one pass over the whole sequence
+        cache = attn.new_cache(1, T)
+        steps = [attn(x[:, t : t + 1], cos, sin, cache) for t in range(T)]  # T x (1, 1, C)
+        decoded = torch.cat(steps, dim=1)  # (1, T, C)
+    cached_diff = (full - decoded).abs().max().item()
+    print(f"\nDecoding token by token with the KV cache vs one full pass: max |difference| = {cached_diff:.2e}")
+
+    bidir = CausalSelfAttention(C, H, Hkv, causal=False).eval()
+    bidir.load_state_dict(attn.state_dict())
+    with torch.no_grad():
+        prefix_change = (bidir(x[:, :-1], cos, sin) - bidir(x, cos, sin)[:, :-1]).abs().max().item()
+        causal_change = (attn(x[:, :-1], cos, sin) - full[:, :-1]).abs().max().item()
+    print("Appending one token changes the outputs at earlier positions by at most:")
+    print(f"    causal attention:        {causal_change:.2e}  (so cached keys/values stay valid)")
+    print(f"    bidirectional attention: {prefix_change:.2e}  (a cache would be stale)")
+    return {"row_sums": row_sums, "max_above_diagonal": upper, "cached_vs_full": cached_diff,
+            "causal_prefix_change": causal_change, "bidirectional_prefix_change": prefix_change}
+
+
+if __name__ == "__main__":
+    demo()

@@ -1,0 +1,268 @@
+"""The GPT: a decoder-only transformer built from model/attention.py.
+
+    tokens -> embedding -> n_layer x [x + Attn(RMSNorm(x)); x + SwiGLU(RMSNorm(x))] -> RMSNorm -> LM head
+
+Pre-norm blocks, RMSNorm with a learnable scale, RoPE inside attention (no position embedding table),
+a SwiGLU MLP, no biases anywhere, and an LM head that can share its weight with the token embedding.
+Shape letters as in model/attention.py, plus V for the vocabulary size.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model.attention import CausalSelfAttention, KVCache, rope_tables
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50304
+    block_size: int = 1024  # the longest sequence: length of the RoPE tables and of a KV cache
+    n_layer: int = 12
+    n_head: int = 12
+    n_kv_head: Optional[int] = None  # None: n_head (ordinary multi-head); 1: multi-query attention
+    n_embd: int = 768
+    mlp_hidden: Optional[int] = None  # None: 8/3 * n_embd rounded up to a multiple of 64 (see below)
+    rope_base: float = 10000.0
+    tie_weights: bool = False  # True: the LM head shares the token embedding's weight (GPT-2)
+    dropout: float = 0.0  # on each block's two residual branches
+    causal: bool = True  # False only to show what the causal mask is for
+    attn_impl: str = "sdpa"  # "sdpa" (fused kernel) or "explicit" (steps written out)
+    norm_eps: float = 1e-6
+
+    def __post_init__(self):
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        if self.mlp_hidden is None:
+            # SwiGLU has three matrices instead of two; a hidden width of 8/3 C keeps its parameter
+            # count at the 8 C^2 of a classic 4C MLP (Shazeer 2020). Multiples of 64 suit the hardware.
+            self.mlp_hidden = 64 * math.ceil(8 * self.n_embd / 3 / 64)
+        problems = []
+        if self.n_embd % self.n_head:
+            problems.append(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        elif (self.n_embd // self.n_head) % 2:
+            problems.append(f"head width n_embd/n_head={self.n_embd // self.n_head} must be even for RoPE")
+        if self.n_head % self.n_kv_head:
+            problems.append(f"n_head={self.n_head} must be divisible by n_kv_head={self.n_kv_head}")
+        if self.attn_impl not in ("sdpa", "explicit"):
+            problems.append(f"attn_impl={self.attn_impl!r} must be 'sdpa' or 'explicit'")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout={self.dropout} must be in [0, 1)")
+        if problems:
+            raise ValueError("invalid GPTConfig: " + "; ".join(problems))
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * g, computed in fp32 and cast back."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return xf.type_as(x) * self.weight
+
+
+class SwiGLU(nn.Module):
+    """MLP(x) = W_down (silu(x W_gate) * (x W_up))  (Shazeer 2020)."""
+
+    def __init__(self, n_embd: int, hidden: int):
+        super().__init__()
+        self.w_gate = nn.Linear(n_embd, hidden, bias=False)
+        self.w_up = nn.Linear(n_embd, hidden, bias=False)
+        self.w_down = nn.Linear(hidden, n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w_down(F.silu(self.w_gate(x)) * self.w_up(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(config.n_embd, config.norm_eps)
+        self.attn = CausalSelfAttention(config.n_embd, config.n_head, config.n_kv_head,
+                                        causal=config.causal, impl=config.attn_impl)
+        self.mlp_norm = RMSNorm(config.n_embd, config.norm_eps)
+        self.mlp = SwiGLU(config.n_embd, config.mlp_hidden)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, cos, sin, cache: Optional[KVCache] = None):
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, cache))
+        x = x + self.dropout(self.mlp(self.mlp_norm(x)))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.norm = RMSNorm(config.n_embd, config.norm_eps)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.lm_head.weight = self.tok_emb.weight
+        # One set of RoPE tables shared by all layers; derived, so not saved in checkpoints.
+        cos, sin = rope_tables(config.head_dim, config.block_size, config.rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)  # (block_size, D)
+        self.register_buffer("rope_sin", sin, persistent=False)  # (block_size, D)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2 initialisation (Radford et al. 2019, as in nanoGPT), with a zero LM head when untied.
+
+        Every matrix and the embedding ~ N(0, 0.02^2). The two projections that write into the residual
+        stream (attention's W_O and the MLP's W_down) get std 0.02 / sqrt(2 n_layer): the stream sums
+        2 n_layer such branches, so its variance at the output stays the same whatever the depth.
+        RMSNorm scales start at 1. An untied LM head starts at zero (as in modded-nanogpt and nanochat):
+        the first prediction is exactly uniform, so the initial loss is ln(V) at any width. A tied head
+        is the embedding itself; it then favours repeating the input token by a logit of about
+        0.02 * n_embd, so its initial loss is close to ln(V) only for narrow models.
+        """
+        std, resid_std = 0.02, 0.02 / math.sqrt(2 * self.config.n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                nn.init.ones_(p)
+            elif name.endswith(("attn.wo.weight", "mlp.w_down.weight")):
+                nn.init.normal_(p, mean=0.0, std=resid_std)
+            elif name == "lm_head.weight":  # present only when untied
+                nn.init.zeros_(p)
+            else:
+                nn.init.normal_(p, mean=0.0, std=std)
+
+    def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None,
+                kv_caches: Optional[list[KVCache]] = None):
+        """idx (B, T) token ids -> logits (B, T, V) and, given targets (B, T), the mean cross-entropy.
+
+        With kv_caches (one per layer, from `new_kv_caches`), idx holds the T tokens that follow the P
+        already cached, and the caches grow by T. Targets equal to -1 are ignored.
+        """
+        B, T = idx.shape
+        P = 0 if kv_caches is None else kv_caches[0].length
+        if P + T > self.config.block_size:
+            raise ValueError(f"{P} cached + {T} new tokens exceed block_size={self.config.block_size}")
+        x = self.tok_emb(idx)  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, self.rope_cos, self.rope_sin, None if kv_caches is None else kv_caches[i])
+        logits = self.lm_head(self.norm(x))  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=-1)
+        return logits, loss
+
+    def new_kv_caches(self, batch_size: int, max_len: Optional[int] = None,
+                      dtype: Optional[torch.dtype] = None) -> list[KVCache]:
+        """One empty KV cache per layer, on the model's device. dtype: that of the keys it will hold."""
+        max_len = self.config.block_size if max_len is None else max_len
+        device = self.lm_head.weight.device
+        dtype = self.lm_head.weight.dtype if dtype is None else dtype
+        return [b.attn.new_cache(batch_size, max_len, device, dtype) for b in self.blocks]
+
+    # ------------------------------------------------------------------------------------------
+    # Generation
+    # ------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: Optional[int] = None, top_p: Optional[float] = None,
+                 generator: Optional[torch.Generator] = None, use_cache: bool = True) -> torch.Tensor:
+        """Append max_new_tokens sampled tokens to idx (B, T0); returns (B, T0 + max_new_tokens).
+
+        use_cache=True prefills the prompt once, then feeds one token at a time through the KV cache.
+        use_cache=False recomputes the whole sequence for every token (kept to compare against): it
+        crops the context to the last block_size tokens as nanoGPT does. Call model.eval() first.
+        """
+        check_sampling_args(temperature, top_k, top_p)
+        if max_new_tokens <= 0:
+            return idx
+        B, T0 = idx.shape
+        if not use_cache:
+            for _ in range(max_new_tokens):
+                logits, _ = self(idx[:, -self.config.block_size :])
+                idx = torch.cat([idx, sample_next_token(logits[:, -1], temperature, top_k, top_p, generator)], 1)
+            return idx
+        total = T0 + max_new_tokens
+        if total > self.config.block_size:
+            raise ValueError(f"prompt ({T0}) + max_new_tokens ({max_new_tokens}) exceed "
+                             f"block_size={self.config.block_size}; shorten them or pass use_cache=False")
+        dtype = torch.get_autocast_dtype(idx.device.type) if torch.is_autocast_enabled(idx.device.type) else None
+        caches = self.new_kv_caches(B, total, dtype)
+        logits, _ = self(idx, kv_caches=caches)  # prefill: (B, T0, V)
+        for i in range(max_new_tokens):
+            next_token = sample_next_token(logits[:, -1], temperature, top_k, top_p, generator)  # (B, 1)
+            idx = torch.cat([idx, next_token], dim=1)
+            if i + 1 < max_new_tokens:
+                logits, _ = self(next_token, kv_caches=caches)  # decode: (B, 1, V)
+        return idx
+
+    # ------------------------------------------------------------------------------------------
+    # Accounting
+    # ------------------------------------------------------------------------------------------
+
+    def num_params(self) -> int:
+        """All parameters, a tied embedding/LM-head weight counted once."""
+        return sum(p.numel() for p in self.parameters())
+
+    def attention_params_per_layer(self) -> int:
+        """W_Q, W_K, W_V and W_O of one layer: (2 C + 2 Hkv D) C."""
+        return sum(p.numel() for p in self.blocks[0].attn.parameters())
+
+    def matmul_params(self) -> int:
+        """Parameters used in a matmul for every token: all Linear weights, the LM head included.
+
+        The embedding lookup is no matmul; when tied, its weight is counted once, as the LM head.
+        """
+        return sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Training FLOPs (forward + backward) per token for sequences of seq_len tokens.
+
+        6 N for the weight matmuls (2 forward, 4 backward per parameter, Kaplan et al. 2020) plus
+        12 n_layer H D seq_len for q K^T and A V, counted over the full T x T square as in the PaLM
+        paper's MFU and nanoGPT, although the causal mask makes half of it zeros.
+        """
+        c = self.config
+        return 6 * self.matmul_params() + 12 * c.n_layer * c.n_head * c.head_dim * seq_len
+
+
+def check_sampling_args(temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0 (0 means greedy)")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k={top_k} must be >= 1 (or None to keep every token)")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p={top_p} must be in (0, 1] (or None to keep every token)")
+
+
+def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
+                      top_p: Optional[float] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Pick one token per row of logits (B, V); returns (B, 1).
+
+    temperature 0 is greedy (argmax). Otherwise: divide by the temperature, keep the top_k most likely
+    tokens, then the smallest set whose probability reaches top_p (nucleus sampling), renormalise, sample.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)  # (B, V)
+    if top_p is not None and top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V) each
+        # drop a token when the tokens more likely than it already reach top_p; the first always stays
+        drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)  # back to vocabulary order
+    return torch.multinomial(probs, num_samples=1, generator=generator)

@@ -1,0 +1,277 @@
+"""The GPT built from model/attention.py: loss, caching, generation, parameter and FLOP accounting."""
+
+import ast
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from model import GPT, GPTConfig
+
+ATOL, RTOL = 1e-5, 1e-5
+
+
+def tiny(**overrides) -> GPT:
+    cfg = dict(vocab_size=65, block_size=32, n_layer=2, n_head=4, n_kv_head=2, n_embd=64)
+    cfg.update(overrides)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**cfg)).eval()
+    if not model.config.tie_weights:
+        # the untied head starts at zero, which would make every logit comparison below vacuous
+        torch.nn.init.normal_(model.lm_head.weight, std=0.02)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss
+# ---------------------------------------------------------------------------------------------
+
+
+def test_loss_at_initialization_is_ln_vocab_size():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=1000, block_size=32, n_layer=2, n_head=6, n_embd=384))
+    x, y = torch.randint(0, 1000, (4, 32)), torch.randint(0, 1000, (4, 32))
+    _, loss = model(x, y)
+    assert abs(loss.item() - math.log(1000)) < 1e-4  # the untied head starts at zero: exactly uniform
+
+
+def test_loss_at_initialization_is_near_ln_vocab_size_with_tied_weights():
+    model = tiny(tie_weights=True)
+    assert model.lm_head.weight is model.tok_emb.weight
+    x, y = torch.randint(0, 65, (4, 32)), torch.randint(0, 65, (4, 32))
+    _, loss = model(x, y)
+    assert abs(loss.item() - math.log(65)) < 0.1
+
+
+def test_targets_of_minus_one_are_ignored():
+    model = tiny()
+    x, y = torch.randint(0, 65, (2, 8)), torch.randint(0, 65, (2, 8))
+    y_masked = y.clone()
+    y_masked[:, 4:] = -1
+    logits, loss = model(x, y_masked)
+    expected = torch.nn.functional.cross_entropy(logits[:, :4].reshape(-1, 65), y[:, :4].reshape(-1))
+    torch.testing.assert_close(loss, expected)
+
+
+def test_a_tiny_model_overfits_one_batch():
+    model = tiny().train()
+    torch.manual_seed(1)
+    x = torch.randint(0, 65, (4, 32))
+    y = torch.roll(x, -1, dims=1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(150):
+        _, loss = model(x, y)
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert first > 4.0 and loss.item() < 0.05, (first, loss.item())
+
+
+# ---------------------------------------------------------------------------------------------
+# Causality and the KV cache, through the whole model
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
+def test_future_tokens_change_past_logits_only_without_the_mask(causal):
+    model = tiny(causal=causal)
+    x = torch.randint(0, 65, (2, 12))
+    x_changed = x.clone()
+    x_changed[:, 8:] = (x[:, 8:] + 1) % 65
+    with torch.no_grad():
+        past, past_changed = model(x)[0][:, :8], model(x_changed)[0][:, :8]
+    if causal:
+        assert torch.equal(past, past_changed)
+    else:
+        assert (past - past_changed).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("impl", ["explicit", "sdpa"])
+@pytest.mark.parametrize("n_kv_head", [4, 2, 1], ids=["MHA", "GQA", "MQA"])
+def test_full_forward_equals_chunked_prefill_equals_cached_decode(impl, n_kv_head):
+    model = tiny(n_kv_head=n_kv_head, attn_impl=impl)
+    x = torch.randint(0, 65, (3, 6))  # batch 3
+    with torch.no_grad():
+        full, _ = model(x)
+        caches = model.new_kv_caches(3)
+        chunked = torch.cat([model(x[:, a:b], kv_caches=caches)[0] for a, b in [(0, 3), (3, 5), (5, 6)]], 1)
+        caches = model.new_kv_caches(3)
+        decoded = torch.cat([model(x[:, t : t + 1], kv_caches=caches)[0] for t in range(6)], 1)
+    torch.testing.assert_close(chunked, full, atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(decoded, full, atol=ATOL, rtol=RTOL)
+
+
+def test_explicit_and_sdpa_models_agree_in_outputs_and_gradients():
+    x, y = torch.randint(0, 65, (2, 16)), torch.randint(0, 65, (2, 16))
+    results = []
+    for impl in ("explicit", "sdpa"):
+        model = tiny(attn_impl=impl)
+        logits, loss = model(x, y)
+        loss.backward()
+        results.append((logits, [p.grad for p in model.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=ATOL, rtol=RTOL)
+    for g0, g1 in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(g0, g1, atol=1e-6, rtol=1e-4)
+
+
+def test_sequence_longer_than_block_size_raises_a_clear_error():
+    model = tiny(block_size=8)
+    with pytest.raises(ValueError, match="exceed block_size=8"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+
+
+@pytest.mark.parametrize("prompt_len", [1, 5], ids=["one-token prompt", "five-token prompt"])
+def test_greedy_generation_with_and_without_the_cache_is_identical(prompt_len):
+    model = tiny()
+    prompt = torch.randint(0, 65, (2, prompt_len))
+    with_cache = model.generate(prompt, 20, temperature=0, use_cache=True)
+    without = model.generate(prompt, 20, temperature=0, use_cache=False)
+    assert with_cache.shape == (2, prompt_len + 20)
+    assert torch.equal(with_cache, without)
+    assert torch.equal(with_cache[:, :prompt_len], prompt)
+
+
+def test_cached_generation_past_block_size_is_refused_clearly():
+    model = tiny(block_size=8)
+    with pytest.raises(ValueError, match="use_cache=False"):
+        model.generate(torch.zeros(1, 4, dtype=torch.long), 5)
+    assert model.generate(torch.zeros(1, 4, dtype=torch.long), 10, temperature=0, use_cache=False).shape == (1, 14)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling controls
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_seeded_generator_reproduces_a_sample():
+    model = tiny()
+    prompt = torch.randint(0, 65, (2, 3))
+    a = model.generate(prompt, 20, temperature=1.0, generator=torch.Generator().manual_seed(7))
+    b = model.generate(prompt, 20, temperature=1.0, generator=torch.Generator().manual_seed(7))
+    c = model.generate(prompt, 20, temperature=1.0, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def trained_tiny() -> GPT:
+    """Sharpen the tiny model's predictions a little so that greedy and sampling differ visibly."""
+    model = tiny().train()
+    x = torch.randint(0, 65, (4, 32), generator=torch.Generator().manual_seed(3))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(20):
+        loss = model(x, torch.roll(x, -1, 1))[1]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.mark.parametrize("controls", [dict(top_k=1), dict(top_p=1e-6)], ids=["top_k=1", "tiny top_p"])
+def test_top_k_one_and_a_tiny_top_p_equal_greedy(controls):
+    model = trained_tiny()
+    prompt = torch.randint(0, 65, (3, 2))
+    greedy = model.generate(prompt, 20, temperature=0)
+    sampled = model.generate(prompt, 20, temperature=1.5, generator=torch.Generator().manual_seed(0), **controls)
+    free = model.generate(prompt, 20, temperature=1.5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(sampled, greedy)
+    assert not torch.equal(free, greedy)  # without the control, the same seed does not give greedy
+
+
+def test_top_k_samples_only_among_the_k_most_likely_tokens():
+    from model.gpt import sample_next_token
+
+    logits = torch.randn(1, 65).repeat(2000, 1)
+    picks = sample_next_token(logits, top_k=5, generator=torch.Generator().manual_seed(0))
+    allowed = set(torch.topk(logits[0], 5).indices.tolist())
+    assert set(picks.flatten().tolist()) == allowed  # all 5 occur in 2000 draws, nothing else
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    from model.gpt import sample_next_token
+
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    picks = sample_next_token(probs.log().repeat(4000, 1), top_p=0.75, generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(picks.flatten(), minlength=4).float() / 4000
+    assert counts[2] == 0 and counts[3] == 0  # 0.5 + 0.3 already reaches 0.75
+    assert abs(counts[0].item() - 0.5 / 0.8) < 0.03  # renormalised over {0, 1}; 3 sigma ~ 0.023
+
+
+@pytest.mark.parametrize("bad,match", [(dict(temperature=-1.0), "temperature"), (dict(top_k=0), "top_k"),
+                                       (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p")])
+def test_invalid_sampling_controls_are_rejected(bad, match):
+    with pytest.raises(ValueError, match=match):
+        tiny().generate(torch.zeros(1, 1, dtype=torch.long), 3, **bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad,match", [(dict(n_embd=65), "divisible by n_head"),
+                                       (dict(n_kv_head=3), "divisible by n_kv_head"),
+                                       (dict(n_embd=12, n_head=4), "even for RoPE"),
+                                       (dict(attn_impl="flash"), "attn_impl")])
+def test_invalid_configs_are_rejected_with_the_reason(bad, match):
+    cfg = dict(vocab_size=65, n_layer=1, n_head=4, n_embd=64)
+    cfg.update(bad)
+    with pytest.raises(ValueError, match=match):
+        GPTConfig(**cfg)
+
+
+def test_model_package_imports_only_torch_and_the_standard_library():
+    allowed = {"torch", "math", "dataclasses", "typing", "model"}
+    for path in Path("model").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots = {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                roots = {(node.module or "").split(".")[0]}
+            else:
+                continue
+            assert roots <= allowed, f"{path} imports {roots - allowed}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter and FLOP accounting
+# ---------------------------------------------------------------------------------------------
+
+
+def test_parameter_count_matches_the_formula():
+    for tie in (False, True):
+        model = tiny(tie_weights=tie)
+        c = model.config
+        V, C, L, Dkv = c.vocab_size, c.n_embd, c.n_layer, c.n_kv_head * c.head_dim
+        attn = 2 * C * C + 2 * C * Dkv  # W_Q, W_O: C x C; W_K, W_V: C x Hkv D
+        mlp = 3 * C * c.mlp_hidden
+        expected = V * C * (1 if tie else 2) + L * (attn + mlp + 2 * C) + C
+        assert model.attention_params_per_layer() == attn
+        assert model.num_params() == expected
+
+
+def test_gpt3_shape_has_6_3m_attention_parameters_per_head_and_58b_in_all_attention_layers():
+    cfg = GPTConfig(vocab_size=50257, block_size=2048, n_layer=96, n_head=96, n_embd=12288)
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        model = GPT(cfg)
+    assert all(p.is_meta for p in model.parameters())
+    per_layer = model.attention_params_per_layer()
+    per_head = per_layer // cfg.n_head
+    assert per_head == 4 * 12288 * 128 == 6_291_456  # W_Q, W_K, W_V, W_O slices of one head: ~6.3M
+    assert cfg.n_layer * per_layer == 57_982_058_496  # ~58B
+    assert cfg.mlp_hidden == 32768  # 8/3 * 12288: SwiGLU's 3 matrices have the 8 C^2 of GPT-3's MLP
+    assert abs(model.num_params() / 175e9 - 1) < 0.01  # and the whole model is GPT-3's 175B to 1%
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_flops_per_token_matches_torch_flop_counter(tie):
+    """6 N + 12 L H D T, checked against every matmul torch counts in a forward and backward pass."""
+    model = tiny(attn_impl="explicit", tie_weights=tie, n_kv_head=2)
+    B, T = 2, 32
+    x = torch.randint(0, 65, (B, T))
+    with FlopCounterMode(display=False) as counter:
+        model(x, x)[1].backward()
+    assert counter.get_total_flops() == model.flops_per_token(T) * B * T
