@@ -11,12 +11,11 @@ Notation (the letters used in every shape comment)
     H    query heads (n_head)
     Hkv  key/value heads (n_kv_head); H % Hkv == 0 and G = H // Hkv query heads share one K/V head
     D    head width, D = C // H
-    L    length of the precomputed RoPE tables (the longest sequence the model will see)
 
 The computation, for an input x of shape (B, T, C) whose first token is at absolute position P:
 
     (1) q = x W_Q,  k = x W_K,  v = x W_V     per head: q (B, H, T, D); k, v (B, Hkv, T, D)
-    (2) q <- R(pos) q,  k <- R(pos) k          RoPE: rotate channel pairs by angles pos * theta_i
+    (2) q <- R(m) q,  k <- R(m) k              RoPE, at each token's position m in P..P+T-1
     (3) K = [K_cache; k],  V = [V_cache; v]    the KV cache appends the new keys/values: (B, Hkv, S, D)
     (4) K, V repeated G times along heads      grouped-query attention: (B, H, S, D)
     (5) scores = q K^T / sqrt(D) + M           M[i, j] = 0 if j <= P + i else -inf: (B, H, T, S)
@@ -24,9 +23,9 @@ The computation, for an input x of shape (B, T, C) whose first token is at absol
     (7) y = A V                                (B, H, T, D)
     (8) out = concat_heads(y) W_O              (B, T, C)
 
-Steps (5)-(7) are written out by hand in `attention(..., impl="explicit")` and done by one fused
-kernel in `attention(..., impl="sdpa")` (torch's scaled_dot_product_attention, which uses the flash
-kernel on a GPU and never materialises the T x S score matrix). Both exist; an argument chooses.
+Steps (4)-(7) are written out by hand in `attention(..., impl="explicit")` and done by one fused
+kernel in `attention(..., impl="sdpa")`: torch's scaled_dot_product_attention, which picks its kernel
+by device, dtype and mask. Both exist; an argument chooses; tests/test_attention.py proves they agree.
 
 Why the causal mask matters. Row i of M lets query P+i see keys 0..P+i and nothing later. So:
   * one forward pass over a sequence trains every position's next-token prediction at once: the output
@@ -36,9 +35,11 @@ Why the causal mask matters. Row i of M lets query P+i see keys 0..P+i and nothi
     approximation. With `causal=False` both properties are lost (tests/test_attention.py shows it).
 
 Cost. Steps (5)-(7) do O(T * S * D) work per head: O(T^2) for a full sequence. The explicit path also
-stores the (T, S) matrix A, so its memory grows as T^2; the fused SDPA kernels stream over blocks of
-keys and keep only O(T) extra memory. The KV cache holds 2 * Hkv * D numbers per token per layer:
-grouped-query attention (Hkv < H) shrinks it by a factor G.
+stores the (T, S) matrix A, so its memory grows as T^2. SDPA's fused kernels (FlashAttention on a GPU
+in bf16/fp16 with is_causal, the memory-efficient kernel otherwise) stream over blocks of keys and
+never store A: O(T) extra memory (an explicit (T, S) boolean mask, used after a cache, is the
+exception, and small when T is a short chunk). The KV cache holds 2 * Hkv * D numbers per token per
+layer: grouped-query attention (Hkv < H) shrinks it by a factor G.
 """
 
 import math
@@ -67,12 +68,17 @@ import torch.nn.functional as F
 # ----------------------------------------------------------------------------------------------
 
 
-def rope_tables(head_dim: int, max_len: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of m * theta_i for positions m in [0, max_len), each (L, D), in fp32."""
+def rope_tables(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of m * theta_i for the T given positions m, each (T, D), always in fp32.
+
+    Computed for the positions at hand rather than stored as a buffer: it costs T * D / 2 sines and
+    cosines, and no cast of the model (model.bfloat16(), building on the meta device) can round or
+    lose the table.
+    """
     assert head_dim % 2 == 0, "RoPE rotates channel pairs, so the head width must be even"
-    theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (D/2,)
-    angles = torch.outer(torch.arange(max_len, dtype=torch.float32), theta)  # (L, D/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (L, D): pair i uses channels i and i + D/2
+    theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)  # (D/2,)
+    angles = torch.outer(positions.float(), theta)  # (T, D/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, D): pair i uses channels i and i + D/2
     return angles.cos(), angles.sin()
 
 
@@ -83,9 +89,9 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, heads, T, D) by the tables for its T positions, cos and sin (T, D).
+    """Rotate x (B, heads, T, D) by the tables for its T positions, cos and sin (T, D) in fp32.
 
-    Computed in fp32 and cast back: in bf16 the angles of late positions would lose their precision.
+    The rotation is computed in fp32 and the result cast back to x's dtype (bf16 under autocast).
     """
     xf = x.float()
     return (xf * cos + rotate_half(xf) * sin).type_as(x)
@@ -121,24 +127,35 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, causal: bool = True) -> 
     return torch.softmax(scores.float(), dim=-1).type_as(q)  # (6) (B, H, T, S), softmax in fp32
 
 
+def repeat_kv(k: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Step (4): (B, Hkv, S, D) -> (B, H, S, D); query head h reads K/V head h // G."""
+    B, Hkv, S, D = k.shape
+    G = n_head // Hkv
+    return k[:, :, None].expand(B, Hkv, G, S, D).reshape(B, n_head, S, D)  # (B, Hkv, G, S, D) -> (B, H, S, D)
+
+
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True, impl: str = "sdpa"
 ) -> torch.Tensor:
-    """Steps (5)-(7) for q (B, H, T, D) and k, v (B, H, S, D) with S >= T; returns y (B, H, T, D).
+    """Steps (4)-(7) for q (B, H, T, D) and k, v (B, Hkv, S, D) with S >= T; returns y (B, H, T, D).
 
-    impl="explicit" materialises the (T, S) weights; impl="sdpa" calls the fused kernel.
+    impl="explicit" repeats K/V to H heads and materialises the (T, S) weights; impl="sdpa" calls the
+    fused kernel, which reads each K/V head for its G query heads without copying (enable_gqa).
     """
     if impl == "explicit":
+        k, v = repeat_kv(k, q.size(1)), repeat_kv(v, q.size(1))  # (4) (B, H, S, D)
         return attention_weights(q, k, causal) @ v  # (7) (B, H, T, S) @ (B, H, S, D) -> (B, H, T, D)
     if impl == "sdpa":
         T, S = q.size(-2), k.size(-2)
+        gqa = k.size(1) != q.size(1)
         if not causal:
-            return F.scaled_dot_product_attention(q, k, v)  # (5)-(7), no mask
+            return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)  # (4)-(7), no mask
         if T == S:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (5)-(7)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)  # (4)-(7)
         # Footgun: is_causal=True builds a *top-left* aligned triangle (query i sees keys 0..i), which
         # is wrong once a cache holds P > 0 earlier keys. Pass the bottom-right aligned mask instead.
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, S, q.device))  # (5)-(7)
+        mask = causal_mask(T, S, q.device)  # (T, S)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)  # (4)-(7)
     raise ValueError(f"unknown attention impl {impl!r}: use 'explicit' or 'sdpa'")
 
 
@@ -148,7 +165,7 @@ def attention(
 
 
 class KVCache:
-    """Keys and values of one layer for the tokens seen so far, preallocated to max_len positions.
+    """Keys and values of one layer for the tokens seen so far, preallocated for max_len positions.
 
     `update` writes the T new keys/values at positions [P, P + T) and returns all S = P + T of them.
     It serves both a chunked prefill (T > 1) and one-token decoding (T = 1). Earlier entries are never
@@ -165,6 +182,9 @@ class KVCache:
 
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append k, v (B, Hkv, T, D); return the cached K, V (B, Hkv, S, D)."""
+        B, Hkv, _, D = self.k.shape
+        if k.shape != v.shape or k.dim() != 4 or (k.size(0), k.size(1), k.size(3)) != (B, Hkv, D):
+            raise ValueError(f"KV cache for (B, Hkv, D) = {(B, Hkv, D)} got keys {tuple(k.shape)}, values {tuple(v.shape)}")
         P, T = self.length, k.size(2)
         if P + T > self.max_len:
             raise ValueError(
@@ -208,32 +228,28 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: KVCache | None = None) -> torch.Tensor:
-        """x (B, T, C) at positions [P, P + T), P = cache.length (0 without a cache).
+        """x (B, T, C) at positions P..P+T-1, where P = cache.length (0 without a cache).
 
-        cos, sin: the RoPE tables for all positions, (L, D); rows P..P+T-1 are used.
+        cos, sin: `rope_tables` of those T positions, (T, D).
         """
         B, T, C = x.shape
         H, Hkv, D = self.n_head, self.n_kv_head, self.head_dim
-        P = 0 if cache is None else cache.length
-        if P + T > cos.size(0):
-            raise ValueError(f"positions up to {P + T} exceed the RoPE tables ({cos.size(0)} positions)")
+        if cos.shape != (T, D):
+            raise ValueError(f"RoPE tables of shape {tuple(cos.shape)} for {T} tokens of head width {D}")
+        if cache is not None and not self.causal:
+            raise ValueError("a KV cache is exact only under the causal mask: with causal=False every "
+                             "output depends on later tokens, so cached keys/values go stale")
 
         q = self.wq(x).view(B, T, H, D).transpose(1, 2)  # (1) (B, T, C) -> (B, T, H, D) -> (B, H, T, D)
         k = self.wk(x).view(B, T, Hkv, D).transpose(1, 2)  # (1) (B, Hkv, T, D)
         v = self.wv(x).view(B, T, Hkv, D).transpose(1, 2)  # (1) (B, Hkv, T, D)
 
-        q = apply_rope(q, cos[P : P + T], sin[P : P + T])  # (2) (B, H, T, D)
-        k = apply_rope(k, cos[P : P + T], sin[P : P + T])  # (2) (B, Hkv, T, D)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (2) shapes unchanged
 
         if cache is not None:
             k, v = cache.update(k, v)  # (3) (B, Hkv, S, D)
 
-        if Hkv != H:  # (4) query head h uses K/V head h // G
-            G, S = H // Hkv, k.size(2)
-            k = k[:, :, None].expand(B, Hkv, G, S, D).reshape(B, H, S, D)  # (4) (B, Hkv, S, D) -> (B, H, S, D)
-            v = v[:, :, None].expand(B, Hkv, G, S, D).reshape(B, H, S, D)  # (4) (B, H, S, D)
-
-        y = attention(q, k, v, causal=self.causal, impl=self.impl)  # (5)-(7) (B, H, T, D)
+        y = attention(q, k, v, causal=self.causal, impl=self.impl)  # (4)-(7) (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, H * D)  # (8) concat heads: (B, H, T, D) -> (B, T, H*D)
         return self.wo(y)  # (8) (B, T, C)
 
@@ -246,37 +262,38 @@ class CausalSelfAttention(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
+def _matrix(m: torch.Tensor) -> str:
+    return "\n".join("    " + " ".join(f"{v:6.3f}" if v != float("-inf") else "  -inf" for v in row) for row in m.tolist())
+
+
 def demo(T: int = 6, seed: int = 0) -> dict:
     """Print the mask, one head's attention weights, and cached decoding vs one full pass.
 
-    Returns the numbers it prints, so tests can check them.
+    Returns the numbers it prints, so tests can check them. Leaves torch's global RNG as it was.
     """
-    torch.manual_seed(seed)
-    C, H, Hkv = 32, 4, 2
-    torch.set_printoptions(precision=3, sci_mode=False, linewidth=120)
-
-    M = torch.zeros(T, T).masked_fill(~causal_mask(T, T), float("-inf"))
+    C, H, Hkv, D = 32, 4, 2, 8
     print(f"(5) the causal mask M for T = {T}: query i (row) may see key j (column) iff j <= i")
-    print(M)
+    print(_matrix(torch.zeros(T, T).masked_fill(~causal_mask(T, T), float("-inf"))))
 
-    attn = CausalSelfAttention(C, H, Hkv).eval()
-    cos, sin = rope_tables(C // H, 64)
-    x = torch.randn(1, T, C)  # (B, T, C)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        attn = CausalSelfAttention(C, H, Hkv).eval()
+        x = torch.randn(1, T, C)  # (B, T, C)
+    cos, sin = rope_tables(torch.arange(T), D)  # (T, D)
     with torch.no_grad():
-        q = apply_rope(attn.wq(x).view(1, T, H, C // H).transpose(1, 2), cos[:T], sin[:T])  # (1, H, T, D)
-        k = apply_rope(attn.wk(x).view(1, T, Hkv, C // H).transpose(1, 2), cos[:T], sin[:T])  # (1, Hkv, T, D)
-        A = attention_weights(q[:, :1], k[:, :1])[0, 0]  # head 0 uses K/V head 0: (T, T)
+        q = apply_rope(attn.wq(x).view(1, T, H, D).transpose(1, 2), cos, sin)  # (1) (2) (1, H, T, D)
+        k = apply_rope(attn.wk(x).view(1, T, Hkv, D).transpose(1, 2), cos, sin)  # (1) (2) (1, Hkv, T, D)
+        A = attention_weights(q[:, :1], k[:, :1])[0, 0]  # (5) (6) head 0 reads K/V head 0: (T, T)
+    row_sums, upper = A.sum(-1), A.triu(diagonal=1).abs().max().item()
     print(f"\n(6) attention weights A of head 0 for a random sequence of {T} tokens:")
-    print(A)
-    row_sums = A.sum(-1)
-    upper = A.triu(diagonal=1).abs().max().item()
-    print(f"    row sums: {row_sums}")
-    print(f"    largest weight above the diagonal: {upper}")
+    print(_matrix(A))
+    print(f"    every row sums to 1 (largest error {(row_sums - 1).abs().max().item():.1e}); "
+          f"largest weight above the diagonal: {upper}")
 
     with torch.no_grad():
         full = attn(x, cos, sin)  # (1, T, C): one pass over the whole sequence
         cache = attn.new_cache(1, T)
-        steps = [attn(x[:, t : t + 1], cos, sin, cache) for t in range(T)]  # T x (1, 1, C)
+        steps = [attn(x[:, t : t + 1], cos[t : t + 1], sin[t : t + 1], cache) for t in range(T)]  # T x (1, 1, C)
         decoded = torch.cat(steps, dim=1)  # (1, T, C)
     cached_diff = (full - decoded).abs().max().item()
     print(f"\nDecoding token by token with the KV cache vs one full pass: max |difference| = {cached_diff:.2e}")
@@ -284,13 +301,14 @@ def demo(T: int = 6, seed: int = 0) -> dict:
     bidir = CausalSelfAttention(C, H, Hkv, causal=False).eval()
     bidir.load_state_dict(attn.state_dict())
     with torch.no_grad():
-        prefix_change = (bidir(x[:, :-1], cos, sin) - bidir(x, cos, sin)[:, :-1]).abs().max().item()
-        causal_change = (attn(x[:, :-1], cos, sin) - full[:, :-1]).abs().max().item()
+        shorter = (x[:, :-1], cos[:-1], sin[:-1])  # the same sequence without its last token
+        causal_change = (attn(*shorter) - full[:, :-1]).abs().max().item()
+        bidir_change = (bidir(*shorter) - bidir(x, cos, sin)[:, :-1]).abs().max().item()
     print("Appending one token changes the outputs at earlier positions by at most:")
     print(f"    causal attention:        {causal_change:.2e}  (so cached keys/values stay valid)")
-    print(f"    bidirectional attention: {prefix_change:.2e}  (a cache would be stale)")
+    print(f"    bidirectional attention: {bidir_change:.2e}  (a cache would be stale)")
     return {"row_sums": row_sums, "max_above_diagonal": upper, "cached_vs_full": cached_diff,
-            "causal_prefix_change": causal_change, "bidirectional_prefix_change": prefix_change}
+            "causal_prefix_change": causal_change, "bidirectional_prefix_change": bidir_change}
 
 
 if __name__ == "__main__":

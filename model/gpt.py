@@ -21,7 +21,7 @@ from model.attention import CausalSelfAttention, KVCache, rope_tables
 @dataclass
 class GPTConfig:
     vocab_size: int = 50304
-    block_size: int = 1024  # the longest sequence: length of the RoPE tables and of a KV cache
+    block_size: int = 1024  # the longest context: of training sequences, and of a KV cache by default
     n_layer: int = 12
     n_head: int = 12
     n_kv_head: Optional[int] = None  # None: n_head (ordinary multi-head); 1: multi-query attention
@@ -97,9 +97,11 @@ class Block(nn.Module):
         self.mlp = SwiGLU(config.n_embd, config.mlp_hidden)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, cos, sin, cache: Optional[KVCache] = None):
-        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, cache))
-        x = x + self.dropout(self.mlp(self.mlp_norm(x)))
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: Optional[KVCache] = None) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C); cos, sin (T, D): RoPE tables of x's positions."""
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, cache))  # (B, T, C)
+        x = x + self.dropout(self.mlp(self.mlp_norm(x)))  # (B, T, C)
         return x
 
 
@@ -113,10 +115,6 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_weights:
             self.lm_head.weight = self.tok_emb.weight
-        # One set of RoPE tables shared by all layers; derived, so not saved in checkpoints.
-        cos, sin = rope_tables(config.head_dim, config.block_size, config.rope_base)
-        self.register_buffer("rope_cos", cos, persistent=False)  # (block_size, D)
-        self.register_buffer("rope_sin", sin, persistent=False)  # (block_size, D)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -152,9 +150,12 @@ class GPT(nn.Module):
         P = 0 if kv_caches is None else kv_caches[0].length
         if P + T > self.config.block_size:
             raise ValueError(f"{P} cached + {T} new tokens exceed block_size={self.config.block_size}")
+        # RoPE tables for positions P..P+T-1, computed once here and shared by every layer
+        cos, sin = rope_tables(torch.arange(P, P + T, device=idx.device), self.config.head_dim,
+                               self.config.rope_base)  # (T, D) each
         x = self.tok_emb(idx)  # (B, T, C)
         for i, block in enumerate(self.blocks):
-            x = block(x, self.rope_cos, self.rope_sin, None if kv_caches is None else kv_caches[i])
+            x = block(x, cos, sin, None if kv_caches is None else kv_caches[i])  # (B, T, C)
         logits = self.lm_head(self.norm(x))  # (B, T, V)
         loss = None
         if targets is not None:
@@ -163,10 +164,16 @@ class GPT(nn.Module):
 
     def new_kv_caches(self, batch_size: int, max_len: Optional[int] = None,
                       dtype: Optional[torch.dtype] = None) -> list[KVCache]:
-        """One empty KV cache per layer, on the model's device. dtype: that of the keys it will hold."""
+        """One empty KV cache per layer, on the model's device.
+
+        dtype: that of the keys it will hold; by default the autocast dtype when autocast is on for the
+        model's device (call this inside the autocast context), else the weights' dtype.
+        """
         max_len = self.config.block_size if max_len is None else max_len
         device = self.lm_head.weight.device
-        dtype = self.lm_head.weight.dtype if dtype is None else dtype
+        if dtype is None:
+            autocast = torch.is_autocast_enabled(device.type)
+            dtype = torch.get_autocast_dtype(device.type) if autocast else self.lm_head.weight.dtype
         return [b.attn.new_cache(batch_size, max_len, device, dtype) for b in self.blocks]
 
     # ------------------------------------------------------------------------------------------
@@ -182,9 +189,12 @@ class GPT(nn.Module):
         use_cache=True prefills the prompt once, then feeds one token at a time through the KV cache.
         use_cache=False recomputes the whole sequence for every token (kept to compare against): it
         crops the context to the last block_size tokens as nanoGPT does. Call model.eval() first.
+        generator: a torch.Generator on the model's device (torch.multinomial requires it there).
         """
         check_sampling_args(temperature, top_k, top_p)
-        if max_new_tokens <= 0:
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0")
+        if max_new_tokens == 0:
             return idx
         B, T0 = idx.shape
         if not use_cache:
@@ -196,8 +206,7 @@ class GPT(nn.Module):
         if total > self.config.block_size:
             raise ValueError(f"prompt ({T0}) + max_new_tokens ({max_new_tokens}) exceed "
                              f"block_size={self.config.block_size}; shorten them or pass use_cache=False")
-        dtype = torch.get_autocast_dtype(idx.device.type) if torch.is_autocast_enabled(idx.device.type) else None
-        caches = self.new_kv_caches(B, total, dtype)
+        caches = self.new_kv_caches(B, total)
         logits, _ = self(idx, kv_caches=caches)  # prefill: (B, T0, V)
         for i in range(max_new_tokens):
             next_token = sample_next_token(logits[:, -1], temperature, top_k, top_p, generator)  # (B, 1)
@@ -254,10 +263,12 @@ def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: Opt
     """
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
+    logits = logits.float()
+    # subtract the max first: with a tiny temperature the largest logit stays 0 instead of overflowing
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature  # (B, V)
     if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        top = torch.topk(logits, top_k, dim=-1)  # by index, so ties never let more than k through
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, top.indices, top.values)
     probs = torch.softmax(logits, dim=-1)  # (B, V)
     if top_p is not None and top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V) each

@@ -19,6 +19,11 @@ def make_attention(n_head=4, n_kv_head=2, n_embd=32, causal=True, impl="explicit
     return CausalSelfAttention(n_embd, n_head, n_kv_head, causal=causal, impl=impl).eval()
 
 
+def tables(T: int, D: int = 8, base: float = 10000.0):
+    """RoPE cos and sin for positions 0..T-1, (T, D) each."""
+    return rope_tables(torch.arange(T), D, base)
+
+
 # ---------------------------------------------------------------------------------------------
 # The causal mask
 # ---------------------------------------------------------------------------------------------
@@ -53,11 +58,12 @@ def test_attention_weights_rows_sum_to_one_and_are_zero_above_the_diagonal():
 
 @pytest.mark.parametrize("T,S", [(7, 7), (3, 10), (1, 10)], ids=["T==S", "T<S", "T=1"])
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
-def test_explicit_attention_equals_sdpa_outputs_and_gradients(T, S, causal):
+@pytest.mark.parametrize("Hkv", [4, 2], ids=["MHA", "GQA"])
+def test_explicit_attention_equals_sdpa_outputs_and_gradients(T, S, causal, Hkv):
     torch.manual_seed(0)
     q = torch.randn(2, 4, T, 16, requires_grad=True)
-    k = torch.randn(2, 4, S, 16, requires_grad=True)
-    v = torch.randn(2, 4, S, 16, requires_grad=True)
+    k = torch.randn(2, Hkv, S, 16, requires_grad=True)
+    v = torch.randn(2, Hkv, S, 16, requires_grad=True)
     dy = torch.randn(2, 4, T, 16)
     grads = {}
     for impl in ("explicit", "sdpa"):
@@ -70,14 +76,14 @@ def test_explicit_attention_equals_sdpa_outputs_and_gradients(T, S, causal):
 def test_explicit_module_equals_sdpa_module_after_a_cache():
     """T < S through the module: 4 cached tokens, then a chunk of 3, both implementations."""
     x = torch.randn(2, 7, 32)
-    cos, sin = rope_tables(8, 16)
+    cos, sin = tables(7)
     outs = {}
     for impl in ("explicit", "sdpa"):
         attn = make_attention(impl=impl)
         cache = attn.new_cache(2, 16)
         with torch.no_grad():
-            attn(x[:, :4], cos, sin, cache)
-            outs[impl] = attn(x[:, 4:], cos, sin, cache)  # (B, 3, C) with S = 7
+            attn(x[:, :4], cos[:4], sin[:4], cache)
+            outs[impl] = attn(x[:, 4:], cos[4:], sin[4:], cache)  # (B, 3, C) with S = 7
     torch.testing.assert_close(outs["explicit"], outs["sdpa"], atol=ATOL, rtol=RTOL)
 
 
@@ -104,7 +110,7 @@ def test_unknown_attention_impl_is_rejected():
 @pytest.mark.parametrize("impl", ["explicit", "sdpa"])
 def test_future_tokens_do_not_change_past_outputs(impl):
     attn = make_attention(impl=impl)
-    cos, sin = rope_tables(8, 16)
+    cos, sin = tables(10)
     x = torch.randn(2, 10, 32)
     t = 5
     x_changed = x.clone()
@@ -118,7 +124,7 @@ def test_future_tokens_do_not_change_past_outputs(impl):
 @pytest.mark.parametrize("impl", ["explicit", "sdpa"])
 def test_bidirectional_attention_lets_future_tokens_change_past_outputs(impl):
     attn = make_attention(causal=False, impl=impl)
-    cos, sin = rope_tables(8, 16)
+    cos, sin = tables(10)
     x = torch.randn(2, 10, 32)
     x_changed = x.clone()
     x_changed[:, -1] = torch.randn(2, 32)  # only the last token
@@ -136,14 +142,14 @@ def test_bidirectional_attention_lets_future_tokens_change_past_outputs(impl):
 @pytest.mark.parametrize("n_kv_head", [4, 2, 1], ids=["MHA", "GQA", "MQA"])
 def test_chunked_prefill_and_token_by_token_decode_equal_full_forward(impl, n_kv_head):
     attn = make_attention(n_head=4, n_kv_head=n_kv_head, impl=impl)
-    cos, sin = rope_tables(8, 16)
+    cos, sin = tables(6)
     x = torch.randn(3, 6, 32)  # batch 3
     with torch.no_grad():
         full = attn(x, cos, sin)
         cache = attn.new_cache(3, 16)
-        chunks = torch.cat([attn(x[:, a:b], cos, sin, cache) for a, b in [(0, 3), (3, 5), (5, 6)]], 1)
+        chunks = torch.cat([attn(x[:, a:b], cos[a:b], sin[a:b], cache) for a, b in [(0, 3), (3, 5), (5, 6)]], 1)
         cache = attn.new_cache(3, 16)
-        steps = torch.cat([attn(x[:, t : t + 1], cos, sin, cache) for t in range(6)], 1)
+        steps = torch.cat([attn(x[:, t : t + 1], cos[t : t + 1], sin[t : t + 1], cache) for t in range(6)], 1)
     torch.testing.assert_close(chunks, full, atol=ATOL, rtol=RTOL)
     torch.testing.assert_close(steps, full, atol=ATOL, rtol=RTOL)
     assert cache.length == 6
@@ -166,7 +172,7 @@ def test_gqa_equals_multi_head_attention_with_repeated_kv_weights():
         for name in ("wk", "wv"):  # K/V head j of GQA becomes heads G*j .. G*j+G-1 of MHA
             w = getattr(gqa, name).weight.view(2, D, 32)  # (Hkv, D, C)
             getattr(mha, name).weight.copy_(w.repeat_interleave(G, dim=0).reshape(4 * D, 32))
-        cos, sin = rope_tables(D, 16)
+        cos, sin = tables(9, D)
         x = torch.randn(2, 9, 32)
         torch.testing.assert_close(gqa(x, cos, sin), mha(x, cos, sin), atol=ATOL, rtol=RTOL)
 
@@ -180,13 +186,29 @@ def test_kv_cache_overflow_raises_a_clear_error():
     assert cache.length == 3  # the failed write changed nothing
 
 
-def test_kv_cache_never_rewrites_earlier_positions():
+def test_kv_cache_writes_at_the_current_position_and_never_rewrites_earlier_ones():
     cache = KVCache(1, 1, max_len=6, head_dim=4)
-    first = torch.randn(1, 1, 2, 4)
+    first, second = torch.randn(1, 1, 2, 4), torch.randn(1, 1, 3, 4)
     cache.update(first, first)
-    K, _ = cache.update(torch.randn(1, 1, 3, 4), torch.randn(1, 1, 3, 4))
-    assert K.shape == (1, 1, 5, 4)
-    assert torch.equal(K[:, :, :2], first)
+    K, V = cache.update(second, -second)
+    assert K.shape == V.shape == (1, 1, 5, 4) and cache.length == 5
+    assert torch.equal(K[:, :, :2], first) and torch.equal(K[:, :, 2:5], second)
+    assert torch.equal(V[:, :, 2:5], -second)
+    assert torch.all(cache.k[:, :, 5:] == 0)  # the free slot is untouched
+
+
+def test_kv_cache_rejects_keys_of_the_wrong_shape():
+    cache = KVCache(3, 2, max_len=8, head_dim=4)
+    k = torch.randn(1, 2, 1, 4)  # batch 1 into a batch-3 cache would broadcast silently
+    with pytest.raises(ValueError, match=r"got keys \(1, 2, 1, 4\)"):
+        cache.update(k, k)
+
+
+def test_a_kv_cache_is_refused_without_the_causal_mask():
+    attn = make_attention(causal=False)
+    cos, sin = tables(2)
+    with pytest.raises(ValueError, match="exact only under the causal mask"):
+        attn(torch.randn(1, 2, 32), cos, sin, attn.new_cache(1, 4))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,20 +217,20 @@ def test_kv_cache_never_rewrites_earlier_positions():
 
 
 def test_rope_at_position_zero_is_the_identity():
-    cos, sin = rope_tables(16, 8)
+    cos, sin = tables(1, 16)
     x = torch.randn(2, 3, 1, 16)
-    assert torch.equal(apply_rope(x, cos[:1], sin[:1]), x)
+    assert torch.equal(apply_rope(x, cos, sin), x)
 
 
 def test_rope_preserves_norms():
-    cos, sin = rope_tables(16, 64)
+    cos, sin = tables(64, 16)
     x = torch.randn(2, 3, 64, 16)
     torch.testing.assert_close(apply_rope(x, cos, sin).norm(dim=-1), x.norm(dim=-1), atol=1e-5, rtol=1e-5)
 
 
 def test_rope_scores_depend_only_on_relative_position():
     """<R(m) q, R(n) k> is the same for every (m, n) with the same m - n."""
-    cos, sin = rope_tables(16, 128)
+    cos, sin = tables(128, 16)
     torch.manual_seed(0)
     q, k = torch.randn(16, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
 
@@ -226,7 +248,7 @@ def test_rope_scores_depend_only_on_relative_position():
 def test_rope_rotates_channel_pairs_i_and_i_plus_half():
     """The rotate-half convention: pair (x[i], x[i + D/2]) turns by angle m * base^(-2i/D)."""
     D, m = 8, 3
-    cos, sin = rope_tables(D, 8, base=10000.0)
+    cos, sin = tables(8, D, base=10000.0)
     x = torch.zeros(1, 1, 1, D)
     x[..., 1] = 1.0  # the unit vector of pair i = 1, first half
     y = apply_rope(x, cos[m : m + 1], sin[m : m + 1]).flatten()
@@ -236,12 +258,27 @@ def test_rope_rotates_channel_pairs_i_and_i_plus_half():
     torch.testing.assert_close(y, expected, atol=1e-6, rtol=0)
 
 
-def test_rope_in_bf16_is_computed_in_fp32_and_cast_back():
-    cos, sin = rope_tables(16, 512)
+def test_rope_tables_of_later_positions_equal_a_slice_of_the_full_table():
+    """What a KV cache relies on: tables built for positions P..P+T-1 alone match the full ones."""
+    cos, sin = tables(40, 16)
+    cos_late, sin_late = rope_tables(torch.arange(30, 40), 16)
+    assert torch.equal(cos_late, cos[30:]) and torch.equal(sin_late, sin[30:])
+
+
+def test_rope_base_sets_the_rotation_speeds():
+    slow, fast = tables(8, 16, base=10000.0), tables(8, 16, base=100.0)
+    cos_slow, sin_slow = slow
+    cos_fast, sin_fast = fast
+    assert torch.equal(sin_slow[:, 0], sin_fast[:, 0])  # pair 0 turns by m radians whatever the base
+    assert (sin_slow[:, 7] - sin_fast[:, 7]).abs().max() > 0.1  # the last pair turns faster with base 100
+
+
+def test_rope_of_bf16_input_is_bf16_and_matches_fp32_to_bf16_rounding():
+    cos, sin = tables(512, 16)
     x = torch.randn(1, 2, 512, 16)
     y16 = apply_rope(x.bfloat16(), cos, sin)
-    assert y16.dtype == torch.bfloat16
-    # bf16 error comes from rounding the input and the output only (2 * 2^-8 relative)
+    assert y16.dtype == torch.bfloat16 and cos.dtype == torch.float32
+    # the error comes from rounding the input and the output only (each 2^-8 relative)
     torch.testing.assert_close(y16.float(), apply_rope(x, cos, sin), atol=0.05, rtol=2 ** -7)
 
 

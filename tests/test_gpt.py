@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from model import GPT, GPTConfig
+from model.gpt import GPT, GPTConfig, sample_next_token
 
 ATOL, RTOL = 1e-5, 1e-5
 
@@ -139,7 +139,38 @@ def test_cached_generation_past_block_size_is_refused_clearly():
     model = tiny(block_size=8)
     with pytest.raises(ValueError, match="use_cache=False"):
         model.generate(torch.zeros(1, 4, dtype=torch.long), 5)
-    assert model.generate(torch.zeros(1, 4, dtype=torch.long), 10, temperature=0, use_cache=False).shape == (1, 14)
+
+
+def test_uncached_generation_past_block_size_conditions_on_the_last_block_size_tokens():
+    model = tiny(block_size=8)
+    out = model.generate(torch.randint(0, 65, (2, 4)), 10, temperature=0, use_cache=False)
+    assert out.shape == (2, 14)
+    with torch.no_grad():
+        for i in range(4, 14):  # token i is the greedy choice given tokens max(0, i-8) .. i-1
+            logits, _ = model(out[:, max(0, i - 8) : i])
+            assert torch.equal(out[:, i], logits[:, -1].argmax(-1))
+
+
+def test_generation_under_bf16_autocast_caches_bf16_keys_and_matches_the_full_pass():
+    model = tiny()
+    x = torch.randint(0, 65, (2, 10))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        caches = model.new_kv_caches(2)
+        assert caches[0].k.dtype == torch.bfloat16  # half the memory of fp32 keys
+        full, _ = model(x)
+        decoded = torch.cat([model(x[:, t : t + 1], kv_caches=caches)[0] for t in range(10)], 1)
+        out = model.generate(x[:, :3], 5, temperature=0)
+    assert out.shape == (2, 8)
+    # bf16 keeps 8 bits of mantissa: the two orders of summation agree to a few bf16 ulps of the logits
+    torch.testing.assert_close(decoded.float(), full.float(), atol=0.02, rtol=0.02)
+
+
+def test_rope_base_from_the_config_reaches_attention():
+    model, other = tiny(), tiny(rope_base=100.0)
+    other.load_state_dict(model.state_dict())
+    x = torch.randint(0, 65, (1, 16))
+    with torch.no_grad():
+        assert (model(x)[0] - other(x)[0]).abs().max() > 1e-4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,29 +201,32 @@ def trained_tiny() -> GPT:
     return model.eval()
 
 
-@pytest.mark.parametrize("controls", [dict(top_k=1), dict(top_p=1e-6)], ids=["top_k=1", "tiny top_p"])
+@pytest.mark.parametrize("controls", [dict(top_k=1), dict(top_p=1e-6), dict(temperature=1e-40)],
+                         ids=["top_k=1", "tiny top_p", "tiny temperature"])
 def test_top_k_one_and_a_tiny_top_p_equal_greedy(controls):
     model = trained_tiny()
     prompt = torch.randint(0, 65, (3, 2))
     greedy = model.generate(prompt, 20, temperature=0)
-    sampled = model.generate(prompt, 20, temperature=1.5, generator=torch.Generator().manual_seed(0), **controls)
+    sampled = model.generate(prompt, 20, **{"temperature": 1.5, **controls}, generator=torch.Generator().manual_seed(0))
     free = model.generate(prompt, 20, temperature=1.5, generator=torch.Generator().manual_seed(0))
     assert torch.equal(sampled, greedy)
     assert not torch.equal(free, greedy)  # without the control, the same seed does not give greedy
 
 
 def test_top_k_samples_only_among_the_k_most_likely_tokens():
-    from model.gpt import sample_next_token
-
-    logits = torch.randn(1, 65).repeat(2000, 1)
+    logits = torch.randn(1, 65, generator=torch.Generator().manual_seed(0)).repeat(2000, 1)
     picks = sample_next_token(logits, top_k=5, generator=torch.Generator().manual_seed(0))
     allowed = set(torch.topk(logits[0], 5).indices.tolist())
     assert set(picks.flatten().tolist()) == allowed  # all 5 occur in 2000 draws, nothing else
 
 
-def test_top_p_keeps_the_smallest_set_reaching_p():
-    from model.gpt import sample_next_token
+def test_top_k_keeps_exactly_k_tokens_even_when_logits_tie():
+    logits = torch.tensor([[2.0, 2.0, 2.0, 0.0]]).repeat(1000, 1)
+    picks = sample_next_token(logits, top_k=1, generator=torch.Generator().manual_seed(0))
+    assert picks.unique().numel() == 1
 
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
     picks = sample_next_token(probs.log().repeat(4000, 1), top_p=0.75, generator=torch.Generator().manual_seed(0))
     counts = torch.bincount(picks.flatten(), minlength=4).float() / 4000
@@ -201,10 +235,12 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
 
 
 @pytest.mark.parametrize("bad,match", [(dict(temperature=-1.0), "temperature"), (dict(top_k=0), "top_k"),
-                                       (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p")])
+                                       (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
+                                       (dict(max_new_tokens=-1), "max_new_tokens")])
 def test_invalid_sampling_controls_are_rejected(bad, match):
+    args = {"max_new_tokens": 3, **bad}
     with pytest.raises(ValueError, match=match):
-        tiny().generate(torch.zeros(1, 1, dtype=torch.long), 3, **bad)
+        tiny().generate(torch.zeros(1, 1, dtype=torch.long), **args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,7 +251,8 @@ def test_invalid_sampling_controls_are_rejected(bad, match):
 @pytest.mark.parametrize("bad,match", [(dict(n_embd=65), "divisible by n_head"),
                                        (dict(n_kv_head=3), "divisible by n_kv_head"),
                                        (dict(n_embd=12, n_head=4), "even for RoPE"),
-                                       (dict(attn_impl="flash"), "attn_impl")])
+                                       (dict(attn_impl="flash"), "attn_impl"),
+                                       (dict(dropout=1.0), "dropout")])
 def test_invalid_configs_are_rejected_with_the_reason(bad, match):
     cfg = dict(vocab_size=65, n_layer=1, n_head=4, n_embd=64)
     cfg.update(bad)
@@ -225,7 +262,9 @@ def test_invalid_configs_are_rejected_with_the_reason(bad, match):
 
 def test_model_package_imports_only_torch_and_the_standard_library():
     allowed = {"torch", "math", "dataclasses", "typing", "model"}
-    for path in Path("model").glob("*.py"):
+    files = sorted((Path(__file__).resolve().parents[1] / "model").glob("*.py"))
+    assert {f.name for f in files} >= {"attention.py", "gpt.py"}
+    for path in files:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 roots = {a.name.split(".")[0] for a in node.names}
@@ -239,6 +278,18 @@ def test_model_package_imports_only_torch_and_the_standard_library():
 # ---------------------------------------------------------------------------------------------
 # Parameter and FLOP accounting
 # ---------------------------------------------------------------------------------------------
+
+
+def test_initialization_follows_gpt2_with_a_zero_lm_head():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=1000, n_layer=8, n_head=8, n_embd=512))
+    std = lambda name: dict(model.named_parameters())[name].std().item()  # noqa: E731
+    assert abs(std("tok_emb.weight") / 0.02 - 1) < 0.02
+    assert abs(std("blocks.3.attn.wq.weight") / 0.02 - 1) < 0.02
+    assert abs(std("blocks.3.attn.wo.weight") / (0.02 / 4) - 1) < 0.02  # 0.02 / sqrt(2 * 8 layers)
+    assert abs(std("blocks.3.mlp.w_down.weight") / (0.02 / 4) - 1) < 0.02
+    assert torch.all(model.lm_head.weight == 0)
+    assert torch.all(model.blocks[3].attn_norm.weight == 1)
 
 
 def test_parameter_count_matches_the_formula():
