@@ -1,0 +1,92 @@
+"""How fast the data pipeline is, next to how fast training consumes it.
+
+    python bench/data_throughput.py [--batch-size 64] [--block-size 256] [--train-steps 3]
+
+Prints: preparation time of Tiny Shakespeare for both tokenizers (download excluded: the file must be
+at data/tinyshakespeare/input.txt, which `python -m data.prepare` puts there), batches per second of
+BatchSampler, and batches per second that one training step of the baby GPT (6 layers, 6 heads,
+width 384, fp32) consumes on this machine.
+"""
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from data.config import DataConfig, data_root  # noqa: E402
+from data.loader import BatchSampler  # noqa: E402
+from data.prepare import prepare  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+
+
+def time_preparation(source: Path) -> dict[str, float]:
+    seconds = {}
+    with tempfile.TemporaryDirectory() as root:
+        (Path(root) / "tinyshakespeare").mkdir()
+        shutil.copy(source, Path(root) / "tinyshakespeare" / "input.txt")
+        for tokenizer in ("char", "gpt2"):
+            t0 = time.perf_counter()
+            prepare(DataConfig(name=f"bench_{tokenizer}", tokenizer=tokenizer, root=root))
+            seconds[tokenizer] = time.perf_counter() - t0
+    return seconds
+
+
+def sampler_batches_per_second(data_dir: Path, batch_size: int, block_size: int, seconds: float = 2.0) -> float:
+    sampler = BatchSampler(data_dir, "train", block_size, batch_size, seed=0)
+    sampler.next_batch()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        sampler.next_batch()
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def training_batches_per_second(batch_size: int, block_size: int, steps: int) -> float:
+    model = GPT(GPTConfig(vocab_size=65, block_size=block_size, n_layer=6, n_head=6, n_embd=384))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randint(0, 65, (batch_size, block_size))
+
+    def step():
+        _, loss = model(x, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--block-size", type=int, default=256)
+    p.add_argument("--train-steps", type=int, default=3)
+    args = p.parse_args()
+
+    source = data_root(DataConfig()) / "tinyshakespeare" / "input.txt"
+    if not source.exists():
+        sys.exit(f"error: {source} is missing; run `python -m data.prepare` first")
+    prep = time_preparation(source)
+    data_dir = prepare(DataConfig())  # the real data/shakespeare_char, prepared once
+    supply = sampler_batches_per_second(data_dir, args.batch_size, args.block_size)
+    demand = training_batches_per_second(args.batch_size, args.block_size, args.train_steps)
+    B, T = args.batch_size, args.block_size
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"prepare Tiny Shakespeare, char: {prep['char']:.2f} s; gpt2 BPE: {prep['gpt2']:.2f} s")
+    print(f"BatchSampler, batch {B} x context {T}: {supply:,.0f} batches/s ({supply * B * T / 1e6:,.1f}M tokens/s)")
+    print(f"training the baby GPT (fp32) consumes {demand:.3f} batches/s ({demand * B * T:,.0f} tokens/s)")
+    print(f"supply / demand: {supply / demand:,.0f}x")
+
+
+if __name__ == "__main__":
+    main()

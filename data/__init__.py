@@ -1,0 +1,1 @@
+"""ropegpt's data pipeline: download, tokenize, prepare once, sample batches."""

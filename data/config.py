@@ -1,0 +1,33 @@
+"""The `data` config group's schema, and the one error type of the data pipeline."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+TOKENIZERS = ("char", "gpt2")
+
+
+class DataError(Exception):
+    """Bad or missing data. The message says what is wrong and what to do; scripts exit with code 2."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "shakespeare_char"  # prepared files go to <root>/<name>/
+    tokenizer: str = "char"  # "char" (the corpus's characters) or "gpt2" (tiktoken's GPT-2 BPE)
+    path: Optional[str] = None  # the source: a UTF-8 file or a folder of them; None: download `url`
+    url: Optional[str] = TINYSHAKESPEARE_URL  # downloaded to <root>/<download_name> when path is None
+    sha256: Optional[str] = TINYSHAKESPEARE_SHA256  # checksum the download must have
+    download_name: str = "tinyshakespeare/input.txt"
+    root: Optional[str] = None  # None: the data/ folder of this repository
+    val_fraction: float = 0.1  # the last 10% of the text, as nanoGPT
+
+
+def data_root(cfg: DataConfig) -> Path:
+    return Path(cfg.root).expanduser() if cfg.root else Path(__file__).resolve().parent
+
+
+def dataset_dir(cfg: DataConfig) -> Path:
+    return data_root(cfg) / cfg.name
