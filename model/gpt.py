@@ -20,13 +20,13 @@ from model.attention import CausalSelfAttention, KVCache, rope_tables
 
 @dataclass
 class GPTConfig:
-    vocab_size: int = 50304
+    vocab_size: Optional[int] = None  # required by GPT; train.py takes it from the data's meta.json
     block_size: int = 1024  # the longest context: of training sequences, and of a KV cache by default
     n_layer: int = 12
     n_head: int = 12
     n_kv_head: Optional[int] = None  # None: n_head (ordinary multi-head); 1: multi-query attention
     n_embd: int = 768
-    mlp_hidden: Optional[int] = None  # None: 8/3 * n_embd rounded up to a multiple of 64 (see below)
+    mlp_hidden: Optional[int] = None  # None: 8/3 * n_embd rounded up to a multiple of 64 (`hidden`)
     rope_base: float = 10000.0
     tie_weights: bool = False  # True: the LM head shares the token embedding's weight (GPT-2)
     dropout: float = 0.0  # on each block's two residual branches
@@ -34,30 +34,37 @@ class GPTConfig:
     attn_impl: str = "sdpa"  # "sdpa" (fused kernel) or "explicit" (steps written out)
     norm_eps: float = 1e-6
 
+    # Derived values are properties, never stored: the config (and a checkpoint's copy of it) holds
+    # only what was chosen, so a schema built from this class never bakes in a default's consequences.
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def hidden(self) -> int:
+        """The MLP's hidden width. SwiGLU has three matrices instead of two; 8/3 C keeps its parameter
+        count at the 8 C^2 of a classic 4C MLP (Shazeer 2020). Multiples of 64 suit the hardware."""
+        return 64 * math.ceil(8 * self.n_embd / 3 / 64) if self.mlp_hidden is None else self.mlp_hidden
+
     def __post_init__(self):
-        if self.n_kv_head is None:
-            self.n_kv_head = self.n_head
-        if self.mlp_hidden is None:
-            # SwiGLU has three matrices instead of two; a hidden width of 8/3 C keeps its parameter
-            # count at the 8 C^2 of a classic 4C MLP (Shazeer 2020). Multiples of 64 suit the hardware.
-            self.mlp_hidden = 64 * math.ceil(8 * self.n_embd / 3 / 64)
         problems = []
         if self.n_embd % self.n_head:
             problems.append(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         elif (self.n_embd // self.n_head) % 2:
             problems.append(f"head width n_embd/n_head={self.n_embd // self.n_head} must be even for RoPE")
-        if self.n_head % self.n_kv_head:
-            problems.append(f"n_head={self.n_head} must be divisible by n_kv_head={self.n_kv_head}")
+        if self.n_head % self.kv_heads:
+            problems.append(f"n_head={self.n_head} must be divisible by n_kv_head={self.kv_heads}")
         if self.attn_impl not in ("sdpa", "explicit"):
             problems.append(f"attn_impl={self.attn_impl!r} must be 'sdpa' or 'explicit'")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout={self.dropout} must be in [0, 1)")
         if problems:
             raise ValueError("invalid GPTConfig: " + "; ".join(problems))
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
 
 
 class RMSNorm(nn.Module):
@@ -91,10 +98,10 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.attn_norm = RMSNorm(config.n_embd, config.norm_eps)
-        self.attn = CausalSelfAttention(config.n_embd, config.n_head, config.n_kv_head,
+        self.attn = CausalSelfAttention(config.n_embd, config.n_head, config.kv_heads,
                                         causal=config.causal, impl=config.attn_impl)
         self.mlp_norm = RMSNorm(config.n_embd, config.norm_eps)
-        self.mlp = SwiGLU(config.n_embd, config.mlp_hidden)
+        self.mlp = SwiGLU(config.n_embd, config.hidden)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -108,6 +115,8 @@ class Block(nn.Module):
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
+        if config.vocab_size is None:
+            raise ValueError("GPTConfig.vocab_size is not set: it is the tokenizer's vocabulary size")
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))

@@ -296,9 +296,9 @@ def test_parameter_count_matches_the_formula():
     for tie in (False, True):
         model = tiny(tie_weights=tie)
         c = model.config
-        V, C, L, Dkv = c.vocab_size, c.n_embd, c.n_layer, c.n_kv_head * c.head_dim
+        V, C, L, Dkv = c.vocab_size, c.n_embd, c.n_layer, c.kv_heads * c.head_dim
         attn = 2 * C * C + 2 * C * Dkv  # W_Q, W_O: C x C; W_K, W_V: C x Hkv D
-        mlp = 3 * C * c.mlp_hidden
+        mlp = 3 * C * c.hidden
         expected = V * C * (1 if tie else 2) + L * (attn + mlp + 2 * C) + C
         assert model.attention_params_per_layer() == attn
         assert model.num_params() == expected
@@ -313,7 +313,7 @@ def test_gpt3_shape_has_6_3m_attention_parameters_per_head_and_58b_in_all_attent
     per_head = per_layer // cfg.n_head
     assert per_head == 4 * 12288 * 128 == 6_291_456  # W_Q, W_K, W_V, W_O slices of one head: ~6.3M
     assert cfg.n_layer * per_layer == 57_982_058_496  # ~58B
-    assert cfg.mlp_hidden == 32768  # 8/3 * 12288: SwiGLU's 3 matrices have the 8 C^2 of GPT-3's MLP
+    assert cfg.hidden == 32768  # 8/3 * 12288: SwiGLU's 3 matrices have the 8 C^2 of GPT-3's MLP
     assert abs(model.num_params() / 175e9 - 1) < 0.01  # and the whole model is GPT-3's 175B to 1%
 
 

@@ -1,0 +1,78 @@
+"""Checkpoints: written atomically, read with weights_only=True, with clear errors when they are bad.
+
+A checkpoint is a dict of plain Python values and tensors (no pickled classes), so
+`torch.load(path, weights_only=True)` reads it. It holds everything needed to sample from the model
+(`model_config`, `model`, `data_meta`) and to continue training exactly (the rest).
+"""
+
+import os
+from pathlib import Path
+
+import torch
+
+FORMAT = "ropegpt-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A missing, unreadable or foreign checkpoint. The message says what to do."""
+
+
+def checkpoint_path(path_or_run_dir: str | Path, name: str = "last.pt") -> Path:
+    """A checkpoint file given itself or its run directory (then <run_dir>/checkpoints/<name>)."""
+    path = Path(path_or_run_dir).expanduser()
+    if path.is_dir():
+        candidate = path / "checkpoints" / name
+        if not candidate.exists():
+            raise CheckpointError(f"{path} holds no checkpoints/{name}: is it a run directory of train.py?")
+        return candidate
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}: give a run directory or a .pt file written by train.py")
+    return path
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write state to path so that a crash or kill at any moment leaves the previous file intact.
+
+    The bytes go to a temporary file beside path, are flushed to disk, and only then renamed over
+    path: a rename within one folder is atomic, so path is always either the old file or the new one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def link_checkpoint(src: Path, dest: Path) -> None:
+    """Make dest the same file as src (a hard link, else a copy), atomically, e.g. best.pt = last.pt."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:  # a file system without hard links
+            tmp.write_bytes(src.read_bytes())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint written by save_checkpoint, refusing anything else with a clear message."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, random bytes, pickled classes: all unusable here
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]}). "
+                              "It may be truncated or corrupt: use another one, e.g. checkpoints/best.pt "
+                              "of the same run") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a ropegpt checkpoint (no format tag '{FORMAT}')")
+    if state.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {state.get('version')}; this ropegpt reads {VERSION}")
+    return state

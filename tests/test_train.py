@@ -1,0 +1,345 @@
+"""train.py: configs, checkpoints, exact resume, accumulation, DDP, signals, wandb. CPU only."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+import checkpoint
+from checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from model.gpt import GPT, GPTConfig
+from train import (CONFIG_DIR, TrainError, apply_resume, build_optimizer, compose_config, forward_backward,
+                   lr_at, train)
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["model=tiny", "batch_size=4", "eval_batches=2", "log_interval=1", "eval_interval=4", "progress=false"]
+
+
+def tiny_config(data_root: Path, *overrides: str):
+    return compose_config([*TINY, f"data.root={data_root}", *overrides])
+
+
+def metrics(run_dir: Path, kind: str = "train") -> list[dict]:
+    return [e for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if e["kind"] == kind]
+
+
+def run_train(*overrides: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 300):
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *overrides], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_config_composes():
+    names = lambda group: sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))  # noqa: E731
+    assert {"shakespeare_char", "shakespeare_char_cpu"} <= set(names("experiment"))
+    assert {"tiny", "small"} <= set(names("model"))
+    for experiment in names("experiment"):
+        for model in names("model"):
+            for data in names("data"):
+                cfg = compose_config([f"experiment={experiment}", f"model={model}", f"data={data}"])
+                GPTConfig(**{**cfg.model, "vocab_size": 65})  # every model config is a valid model
+    small = compose_config(["model=small"]).model
+    assert (small.n_layer, small.n_head, small.n_embd, small.block_size) == (6, 6, 384, 256)
+
+
+def test_a_bare_run_is_the_gpu_recipe():
+    cfg = compose_config([])
+    assert (cfg.model.n_layer, cfg.model.n_embd, cfg.batch_size, cfg.max_steps) == (6, 384, 64, 5000)
+    assert cfg.data.name == "shakespeare_char"
+
+
+@pytest.mark.parametrize("override", ["optim.lr=abc", "max_steps=1.5", "model.causal=maybe"])
+def test_a_wrong_type_fails_at_compose_time(override):
+    with pytest.raises(ConfigCompositionException) as e:
+        compose_config([override])
+    assert isinstance(e.value.__cause__, ValidationError)
+
+
+def test_an_unknown_key_fails_at_compose_time():
+    with pytest.raises(ConfigCompositionException) as e:
+        compose_config(["optim.lrr=0.1"])
+    assert "Key 'lrr' not in 'OptimConfig'" in str(e.value.__cause__)
+
+
+def test_an_appended_unknown_key_is_refused_before_training(data_root, tmp_path):
+    cfg = tiny_config(data_root, "+optim.lrr=0.1")  # Hydra lets '+' add keys; train.py does not
+    with pytest.raises(TrainError, match="lrr"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_typo_inside_a_yaml_file_fails_at_compose_time(tmp_path, monkeypatch):
+    configs = tmp_path / "configs"
+    shutil.copytree(CONFIG_DIR, configs)
+    (configs / "model" / "typo.yaml").write_text("n_layers: 4\n")  # n_layer
+    monkeypatch.setattr("train.CONFIG_DIR", configs)
+    with pytest.raises(ConfigCompositionException, match="n_layers"):
+        compose_config(["model=typo"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimisation pieces
+# ---------------------------------------------------------------------------------------------
+
+
+def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_the_floor():
+    o = compose_config(["optim.lr=1e-3", "optim.min_lr=1e-4", "optim.warmup_steps=10"]).optim
+    lrs = [lr_at(s, o, 100) for s in range(101)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)  # (s + 1) / warmup of the peak
+    assert all(a > b for a, b in zip(lrs[10:], lrs[11:]))  # strictly decreasing after warmup
+    assert lrs[55] == pytest.approx((1e-3 + 1e-4) / 2)  # half-way: the midpoint of the cosine
+    assert lrs[100] == pytest.approx(1e-4)
+
+
+def test_weight_decay_applies_to_matrices_only():
+    model = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=16))
+    opt = build_optimizer(model, compose_config([]).optim, torch.device("cpu"))
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] > 0 and no_decay["weight_decay"] == 0
+    assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_k_micro_batches_of_b_equal_one_step_at_batch_k_times_b():
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=4, n_kv_head=2, n_embd=32)
+    x, y = torch.randint(0, 65, (8, 16)), torch.randint(0, 65, (8, 16))
+    grads = []
+    for micro in (8, 2):  # 1 x 8, then 4 x 2
+        torch.manual_seed(0)
+        model = GPT(cfg)
+        batches = [(x[i : i + micro], y[i : i + micro]) for i in range(0, 8, micro)]
+        loss = forward_backward(model, batches, nullcontext)
+        grads.append((loss, [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-6, rtol=1e-6)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-5)
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = torch.nn.parallel.DistributedDataParallel(GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2,
+                                                                     n_head=4, n_kv_head=2, n_embd=32)))
+    x, y = torch.load(out + ".batch")
+    half = slice(rank * 4, rank * 4 + 4)
+    # two micro-batches of 2 per process: also exercises no_sync during accumulation
+    forward_backward(model, [(x[half][:2], y[half][:2]), (x[half][2:], y[half][2:])],
+                     nullcontext)
+    if rank == 0:
+        torch.save([p.grad for p in model.module.parameters()], out)
+    dist.destroy_process_group()
+
+
+def test_two_ddp_processes_compute_the_gradient_of_one_process_on_the_whole_batch(tmp_path):
+    torch.manual_seed(1)
+    x, y = torch.randint(0, 65, (8, 16)), torch.randint(0, 65, (8, 16))
+    out = str(tmp_path / "grads.pt")
+    torch.save((x, y), out + ".batch")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, out), nprocs=2, join=True)
+    torch.manual_seed(0)
+    single = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=4, n_kv_head=2, n_embd=32))
+    forward_backward(single, [(x, y)], nullcontext)
+    for a, b in zip(torch.load(out), single.parameters()):
+        torch.testing.assert_close(a, b.grad, atol=1e-7, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints and resuming
+# ---------------------------------------------------------------------------------------------
+
+
+def test_two_steps_write_a_checkpoint_that_loads_with_weights_only(data_root, tmp_path):
+    run = tmp_path / "run"
+    summary = train(tiny_config(data_root, "max_steps=2"), run)
+    assert summary["step"] == 2
+    path = run / "checkpoints" / "last.pt"
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
+    state = torch.load(path, weights_only=True)
+    assert state["step"] == 2 and state["data_meta"]["vocab_size"] == 65
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in state["model"])
+    model = GPT(GPTConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])  # strict: every key matches
+    assert (run / "checkpoints" / "best.pt").exists() and (run / "config.yaml").exists()
+    assert [e["step"] for e in metrics(run)] == [1, 2] and metrics(run, "eval")[0]["step"] == 2
+
+
+def test_resume_continues_bitwise_identically(data_root, tmp_path):
+    """N steps straight == N/2 steps, then resume, then N/2 steps: the same losses and weights, bit for bit."""
+    extra = ["max_steps=8", "model.dropout=0.1", "micro_batch_size=2"]  # dropout: the RNG must be restored too
+    straight = tmp_path / "straight"
+    train(tiny_config(data_root, *extra), straight)
+
+    split = tmp_path / "split"
+    train(tiny_config(data_root, *extra, "stop_step=4"), split)
+    assert load_checkpoint(split / "checkpoints" / "last.pt")["step"] == 4
+    resumed = compose_config([f"resume={split}"])  # the checkpoint's config, nothing repeated
+    assert resumed.max_steps == 8 and resumed.stop_step is None and resumed.model.dropout == 0.1
+    train(resumed, split)
+
+    assert [e["loss"] for e in metrics(split)] == [e["loss"] for e in metrics(straight)]
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")
+    b = load_checkpoint(split / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == 8
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert (split / "config.resumed-at-step-4.yaml").exists() and (split / "config.yaml").exists()
+
+
+def test_resume_applies_key_overrides_and_refuses_group_switches(data_root, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(data_root, "max_steps=2"), run)
+    cfg = compose_config([f"resume={run}", "max_steps=3"])
+    assert cfg.max_steps == 3 and cfg.model.n_embd == 32
+    assert train(cfg, run)["step"] == 3
+    with pytest.raises(TrainError, match="switches a config group"):
+        apply_resume(compose_config([f"resume={run}", "model=small"], resume=False), [f"resume={run}", "model=small"])
+
+
+def test_a_failure_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a zip file")  # some bytes, then the process "dies"
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint({"step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    state = load_checkpoint(path)
+    assert state["step"] == 1 and torch.equal(state["w"], torch.ones(3))
+    assert os.listdir(tmp_path) == ["last.pt"]  # no temporary file left
+
+
+def test_a_corrupt_or_truncated_checkpoint_is_a_clear_error(tmp_path):
+    good = tmp_path / "good.pt"
+    save_checkpoint({"step": 1, "w": torch.ones(1000)}, good)
+    (tmp_path / "truncated.pt").write_bytes(good.read_bytes()[:2000])
+    (tmp_path / "garbage.pt").write_bytes(os.urandom(5000))
+    for name in ("truncated.pt", "garbage.pt"):
+        with pytest.raises(CheckpointError, match="not a readable checkpoint .* truncated or corrupt"):
+            load_checkpoint(tmp_path / name)
+    torch.save({"weights": torch.ones(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a ropegpt checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_root, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = GPT.forward
+
+    def poisoned(self, idx, targets=None, kv_caches=None):
+        logits, loss = original(self, idx, targets, kv_caches)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 6:  # the sixth training step
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(TrainError, match="nan or inf by step 6"):
+        train(tiny_config(data_root, "max_steps=10"), run)
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] == 4  # written at the step-4 evaluation, before the NaN
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bad_configuration_exits_2_with_the_reason(data_root, tmp_path):
+    r = run_train(*TINY, f"data.root={data_root}", "model.n_head=5", f"hydra.run.dir={tmp_path}/run")
+    assert r.returncode == 2 and "n_embd=32 must be divisible by n_head=5" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = run_train(*TINY, "data=text", f"data.path={tmp_path}/nope.txt", f"hydra.run.dir={tmp_path}/run2")
+    assert r.returncode == 2 and "no such file or folder" in r.stderr
+
+
+def test_resuming_from_a_corrupt_checkpoint_exits_2(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    r = run_train(f"resume={bad}", f"hydra.run.dir={tmp_path}/run")
+    assert r.returncode == 2 and "not a readable checkpoint" in r.stderr
+
+
+@pytest.mark.slow
+def test_without_cuda_the_gpu_recipe_says_so_estimates_and_names_the_cpu_recipe(data_root, tmp_path):
+    r = run_train("model=tiny", "max_steps=4", "eval_interval=4", "eval_batches=1", f"data.root={data_root}",
+                  f"hydra.run.dir={tmp_path}/run")
+    assert r.returncode == 0, r.stderr
+    assert "No CUDA GPU: training on cpu" in r.stdout
+    assert "the 4 steps would take about" in r.stdout
+    assert "python train.py experiment=shakespeare_char_cpu" in r.stdout
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_step_saves_and_exits_cleanly(data_root, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *TINY, "max_steps=100000", "eval_interval=100000",
+                             f"data.root={data_root}", f"hydra.run.dir={run}"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").exists() or len(metrics(run)) < 3:
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] >= 3
+    assert f"SIGTERM received: saved step {state['step']}" in out and f"resume={run}" in out
+
+
+@pytest.mark.slow
+def test_torchrun_with_two_processes_finishes_and_writes_one_run_directory(data_root, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(REPO / "train.py"),
+                        *TINY, "max_steps=4", f"data.root={data_root}"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]
+    assert len(runs) == 1, runs
+    state = load_checkpoint(runs[0] / "checkpoints" / "last.pt")
+    assert state["step"] == 4 and len(state["processes"]) == 2
+    assert "2 process(es); 4 sequences x 32 tokens per step = 1 micro-batches of 2 per process" in r.stdout
+    assert [e["step"] for e in metrics(runs[0])] == [1, 2, 3, 4]  # one process writes the metrics
+
+
+@pytest.mark.slow
+def test_wandb_offline_writes_its_run_inside_the_run_directory_and_resume_continues_it(data_root, tmp_path):
+    run = tmp_path / "run"
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    r = run_train(*TINY, "max_steps=2", "wandb.enabled=true", f"data.root={data_root}", f"hydra.run.dir={run}", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    wandb_id = load_checkpoint(run / "checkpoints" / "last.pt")["wandb_id"]
+    first = list((run / "wandb").glob("offline-run-*"))
+    assert len(first) == 1 and first[0].name.endswith(wandb_id)
+    r = run_train(f"resume={run}", "max_steps=3", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = list((run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(p.name.endswith(wandb_id) for p in runs)  # the same wandb run id
