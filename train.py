@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from checkpoint import CheckpointError, checkpoint_path, link_checkpoint, load_checkpoint, save_checkpoint
 from configs.schema import OptimConfig, TrainConfig, register_configs
 from data.config import DataConfig, DataError, dataset_dir
+from devices import DeviceError, autocast, resolve_device, resolve_dtype
 from data.loader import BatchSampler, fixed_batches
 from data.prepare import load_meta, prepare
 from model.gpt import GPT, GPTConfig
@@ -41,7 +42,6 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 # Dense bf16 tensor-core peaks from the vendors' data sheets, for MFU. Matched against the device name.
 GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
                   "L4": 121e12, "4090": 165e12, "3090": 71e12}
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 class TrainError(Exception):
@@ -62,32 +62,6 @@ class Distributed:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise TrainError(f"device={name!r} is not a device: use auto, cuda, cuda:N, mps or cpu") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainError("device=cuda but no CUDA GPU is available: use device=auto or device=cpu")
-    return device
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if name not in DTYPES:
-        raise TrainError(f"dtype={name!r}: use auto, bf16, fp16 or fp32")
-    if name == "fp16" and device.type != "cuda":
-        raise TrainError(f"dtype=fp16 is for CUDA GPUs (it is very slow on {device.type}): use bf16 or fp32")
-    return DTYPES[name]
 
 
 def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
@@ -135,7 +109,7 @@ def lr_at(step: int, o: OptimConfig, max_steps: int) -> float:
     return o.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (o.lr - o.min_lr)
 
 
-def forward_backward(model: torch.nn.Module, micro_batches: list, autocast: Callable,
+def forward_backward(model: torch.nn.Module, micro_batches: list, precision: Callable,
                      scaler: Optional[torch.amp.GradScaler] = None) -> torch.Tensor:
     """Accumulate the gradient of the mean loss over the micro-batches; return that loss, detached.
 
@@ -147,7 +121,7 @@ def forward_backward(model: torch.nn.Module, micro_batches: list, autocast: Call
     for i, (x, y) in enumerate(micro_batches):
         sync = i == n - 1 or not isinstance(model, DDP)
         with nullcontext() if sync else model.no_sync():
-            with autocast():
+            with precision():  # a fresh autocast context (or nullcontext) per micro-batch
                 _, loss = model(x, y)
             loss = loss / n
             (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -156,13 +130,13 @@ def forward_backward(model: torch.nn.Module, micro_batches: list, autocast: Call
 
 
 @torch.no_grad()
-def evaluate(model: GPT, batches: list, autocast: Callable, device: torch.device) -> float:
+def evaluate(model: GPT, batches: list, precision: Callable, device: torch.device) -> float:
     """Mean loss over fixed batches, with dropout off."""
     was_training = model.training
     model.eval()
     losses = []
     for x, y in batches:
-        with autocast():
+        with precision():
             losses.append(model(x.to(device), y.to(device))[1].float())
     model.train(was_training)
     return torch.stack(losses).mean().item()
@@ -289,6 +263,9 @@ def train(cfg: DictConfig, run_dir: Optional[Path]) -> dict:
     """Train as cfg says; rank 0 writes into run_dir. Returns a summary (steps, losses, seconds)."""
     t_start = time.perf_counter()
     check_keys(cfg, TrainConfig)
+    for key in ("max_steps", "batch_size", "eval_interval", "eval_batches", "log_interval"):
+        if cfg[key] < 1:
+            raise TrainError(f"{key}={cfg[key]} must be at least 1")
     d, device = setup_distributed(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     if device.type == "cuda":
@@ -355,16 +332,14 @@ def train(cfg: DictConfig, run_dir: Optional[Path]) -> dict:
         elapsed_before, wandb_id = state["elapsed_s"], state.get("wandb_id")
 
     model: torch.nn.Module = raw_model
-    if cfg.compile:
-        if device.type == "cuda":
-            model = torch.compile(model)
-        else:
-            log.info("compile=true applies on CUDA only; running eagerly on %s", device.type)
+    compiled = cfg.compile and device.type == "cuda"  # on a CPU, inductor needs a C++ toolchain and rarely pays
+    if compiled:
+        model = torch.compile(model)
     if d.world_size > 1:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    def autocast():
-        return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    def mixed_precision():
+        return autocast(device, dtype)
 
     # rank 0's outputs: config, metrics, checkpoints, wandb
     metrics_file = wandb_run = None
@@ -429,9 +404,11 @@ def train(cfg: DictConfig, run_dir: Optional[Path]) -> dict:
     say("model: %s parameters (%d layers, %d heads, %d K/V heads, width %d, context %d); data: %s, %s train "
         "tokens", f"{raw_model.num_params():,}", gpt_config.n_layer, gpt_config.n_head, gpt_config.kv_heads,
         gpt_config.n_embd, gpt_config.block_size, data_cfg.name, f"{meta['train_tokens']:,}")
-    say("device %s, %s, %d process(es); %d sequences x %d tokens per step = %d micro-batches of %d per "
-        "process", device, str(dtype).removeprefix("torch."), d.world_size, cfg.batch_size,
-        gpt_config.block_size, accum_steps, micro)
+    say("device %s, %s%s, %d process(es); %d sequences x %d tokens per step = %d micro-batches of %d per "
+        "process", device, str(dtype).removeprefix("torch."), ", compiled" if compiled else "", d.world_size,
+        cfg.batch_size, gpt_config.block_size, accum_steps, micro)
+    if cfg.compile and not compiled:
+        say("compile=true applies on CUDA only: running eagerly on %s", device.type)
     if cfg.resume:
         say("resumed from %s at step %d", checkpoint_path(cfg.resume), step)
     no_cuda_notice = device.type != "cuda" and cfg.suggest_cpu_recipe
@@ -447,7 +424,8 @@ def train(cfg: DictConfig, run_dir: Optional[Path]) -> dict:
             lr = lr_at(step, cfg.optim, cfg.max_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = forward_backward(model, [sampler.next_batch() for _ in range(accum_steps)], autocast, scaler)
+            loss = forward_backward(model, [sampler.next_batch() for _ in range(accum_steps)], mixed_precision,
+                                    scaler)
             if scaler is not None:
                 scaler.unscale_(optimizer)
             if cfg.optim.grad_clip > 0:
@@ -501,8 +479,8 @@ def train(cfg: DictConfig, run_dir: Optional[Path]) -> dict:
                     raise TrainError(f"the loss became nan or inf by step {step}; the last good checkpoint "
                                      f"is kept in {ckpt_dir}. Lower optim.lr and start again or resume")
                 if d.is_main and not stopping:
-                    train_loss = evaluate(raw_model, eval_sets["train"], autocast, device)
-                    val_loss = evaluate(raw_model, eval_sets["val"], autocast, device)
+                    train_loss = evaluate(raw_model, eval_sets["train"], mixed_precision, device)
+                    val_loss = evaluate(raw_model, eval_sets["val"], mixed_precision, device)
                     best_val = min(best_val, val_loss)
                     record({"kind": "eval", "step": step, "train_loss": train_loss, "val_loss": val_loss,
                             "elapsed_s": elapsed()})
@@ -559,7 +537,7 @@ def main() -> None:
     def run(cfg: DictConfig, overrides: list[str], run_dir: Optional[Path]) -> None:
         try:
             train(apply_resume(cfg, overrides), run_dir)
-        except (TrainError, DataError, CheckpointError) as e:
+        except (TrainError, DataError, CheckpointError, DeviceError) as e:
             logging.getLogger("train").error("error: %s", e)
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)

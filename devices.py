@@ -1,0 +1,46 @@
+"""Which device and precision to run on; shared by train.py and sample.py."""
+
+from contextlib import nullcontext
+
+import torch
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+class DeviceError(Exception):
+    """An unusable device or dtype setting. The message says what to use instead."""
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """auto: cuda, then mps, then cpu. Under torchrun, cuda means this process's GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"device={name!r} is not a device: use auto, cuda, cuda:N, mps or cpu") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("device=cuda but no CUDA GPU is available: use device=auto or device=cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("device=mps but MPS is not available: use device=auto or device=cpu")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """auto: bf16 on CUDA where supported (fp16 otherwise), fp32 elsewhere."""
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if name not in DTYPES:
+        raise DeviceError(f"dtype={name!r}: use auto, bf16, fp16 or fp32")
+    if name == "fp16" and device.type != "cuda":
+        raise DeviceError(f"dtype=fp16 is for CUDA GPUs (it is very slow on {device.type}): use bf16 or fp32")
+    return DTYPES[name]
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """Mixed precision in dtype (weights stay fp32), or nothing for fp32."""
+    return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
