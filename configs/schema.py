@@ -5,7 +5,7 @@ schema is model.gpt.GPTConfig itself; its vocab_size is never configured: it com
 """
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -46,12 +46,30 @@ class TrainConfig:
     log_interval: int = 10
     device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, cuda:1, mps, cpu
     dtype: str = "auto"  # auto (bf16 on CUDA where supported, else fp16; fp32 elsewhere), bf16, fp16, fp32
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile the model (on CUDA; ignored elsewhere)
     peak_flops: Optional[float] = None  # FLOP/s that MFU is measured against; None: known GPUs only
     seed: int = 1337
     resume: Optional[str] = None  # a run directory or a checkpoint file to continue from
     suggest_cpu_recipe: bool = True  # on a machine without CUDA, point to the CPU recipe
     progress: bool = True  # a progress bar when the output is a terminal
+
+
+@dataclass
+class SampleConfig:
+    ckpt: Optional[str] = None  # a run directory (its best.pt, else last.pt) or a .pt file; None: the newest run
+    runs_dir: str = "outputs"  # where train.py's run directories are, to find the newest one
+    prompt: str = ""  # the text to continue, or FILE:path; "" starts from the start token (see README)
+    num_samples: int = 1
+    max_new_tokens: int = 500
+    temperature: float = 0.8  # 0 is greedy
+    top_k: Optional[int] = 200
+    top_p: Optional[float] = None
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "auto"  # auto: bf16 on CUDA, fp32 elsewhere
+    stream: bool = True  # print tokens as they come (with num_samples=1)
+    stop: Any = None  # a string or a list of strings: a sample ends before the first one
+    use_cache: bool = True
 
 
 @dataclass
@@ -64,3 +82,4 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="prepare_schema", node=PrepareConfig)
     cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="sample_schema", node=SampleConfig)

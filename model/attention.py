@@ -152,6 +152,8 @@ def attention(
             return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)  # (4)-(7), no mask
         if T == S:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)  # (4)-(7)
+        if T == 1:  # one new token, the last position: it may see every key, so the mask is all True
+            return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)  # (4)-(7)
         # Footgun: is_causal=True builds a *top-left* aligned triangle (query i sees keys 0..i), which
         # is wrong once a cache holds P > 0 earlier keys. Pass the bottom-right aligned mask instead.
         mask = causal_mask(T, S, q.device)  # (T, S)

@@ -9,7 +9,7 @@ Shape letters as in model/attention.py, plus V for the vocabulary size.
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -68,7 +68,10 @@ class GPTConfig:
 
 
 class RMSNorm(nn.Module):
-    """x / sqrt(mean(x^2) + eps) * g, computed in fp32 and cast back."""
+    """x / sqrt(mean(x^2) + eps) * g (Zhang & Sennrich 2019), computed in fp32 and cast back.
+
+    F.rms_norm is exactly that formula in one fused op (fewer small kernels per decoded token).
+    """
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -76,9 +79,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return xf.type_as(x) * self.weight
+        return F.rms_norm(x.float(), (x.size(-1),), self.weight.float(), self.eps).type_as(x)
 
 
 class SwiGLU(nn.Module):
@@ -189,40 +190,50 @@ class GPT(nn.Module):
     # Generation
     # ------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: Optional[int] = None, top_p: Optional[float] = None,
-                 generator: Optional[torch.Generator] = None, use_cache: bool = True) -> torch.Tensor:
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
         """Append max_new_tokens sampled tokens to idx (B, T0); returns (B, T0 + max_new_tokens).
 
-        use_cache=True prefills the prompt once, then feeds one token at a time through the KV cache.
-        use_cache=False recomputes the whole sequence for every token (kept to compare against): it
-        crops the context to the last block_size tokens as nanoGPT does. Call model.eval() first.
+        Keyword arguments as for `generate_tokens`. Call model.eval() first.
+        """
+        new = list(self.generate_tokens(idx, max_new_tokens, **kwargs))  # max_new_tokens x (B, 1)
+        return torch.cat([idx, *new], dim=1)
+
+    @torch.inference_mode()
+    def generate_tokens(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                        top_k: Optional[int] = None, top_p: Optional[float] = None,
+                        generator: Optional[torch.Generator] = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
+        """Yield max_new_tokens tokens, (B, 1) each, sampled one after the other after the prompt idx (B, T0).
+
+        The model reads a window idx[:, s:] of the sequence, at most block_size tokens; `slide_window`
+        says where it starts. With use_cache=True the window is prefilled once, then each new token goes
+        through the KV cache alone; when the window would outgrow block_size, the cache is emptied and
+        the last 3/4 block_size tokens are prefilled again. use_cache=False recomputes the same window
+        from scratch for every token (kept to compare against: the tokens are the same).
         generator: a torch.Generator on the model's device (torch.multinomial requires it there).
         """
         check_sampling_args(temperature, top_k, top_p)
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0")
-        if max_new_tokens == 0:
-            return idx
         B, T0 = idx.shape
-        if not use_cache:
-            for _ in range(max_new_tokens):
-                logits, _ = self(idx[:, -self.config.block_size :])
-                idx = torch.cat([idx, sample_next_token(logits[:, -1], temperature, top_k, top_p, generator)], 1)
-            return idx
-        total = T0 + max_new_tokens
-        if total > self.config.block_size:
-            raise ValueError(f"prompt ({T0}) + max_new_tokens ({max_new_tokens}) exceed "
-                             f"block_size={self.config.block_size}; shorten them or pass use_cache=False")
-        caches = self.new_kv_caches(B, total)
-        logits, _ = self(idx, kv_caches=caches)  # prefill: (B, T0, V)
+        start = slide_window(0, T0, self.config.block_size)
+        caches = self.new_kv_caches(B, min(self.config.block_size, T0 + max_new_tokens)) if use_cache else None
+        logits, _ = self(idx[:, start:], kv_caches=caches)  # prefill: (B, T0 - start, V)
         for i in range(max_new_tokens):
             next_token = sample_next_token(logits[:, -1], temperature, top_k, top_p, generator)  # (B, 1)
-            idx = torch.cat([idx, next_token], dim=1)
-            if i + 1 < max_new_tokens:
+            yield next_token
+            if i + 1 == max_new_tokens:
+                break
+            idx = torch.cat([idx, next_token], dim=1)  # (B, L)
+            new_start = slide_window(start, idx.size(1), self.config.block_size)
+            if caches is None:
+                logits, _ = self(idx[:, new_start:])  # the whole window, from scratch
+            elif new_start != start:
+                for cache in caches:
+                    cache.reset()
+                logits, _ = self(idx[:, new_start:], kv_caches=caches)  # prefill the slid window again
+            else:
                 logits, _ = self(next_token, kv_caches=caches)  # decode: (B, 1, V)
-        return idx
+            start = new_start
 
     # ------------------------------------------------------------------------------------------
     # Accounting
@@ -252,6 +263,18 @@ class GPT(nn.Module):
         """
         c = self.config
         return 6 * self.matmul_params() + 12 * c.n_layer * c.n_head * c.head_dim * seq_len
+
+
+def slide_window(start: int, length: int, block_size: int) -> int:
+    """Where the window the model reads starts, for a sequence of `length` tokens.
+
+    It stays put while the window idx[start:length] fits in block_size tokens; once it would not, it
+    jumps so that the last 3/4 block_size tokens remain: the next block_size / 4 tokens then decode
+    through the KV cache before the next jump.
+    """
+    if length - start <= block_size:
+        return start
+    return length - (block_size - block_size // 4)
 
 
 def check_sampling_args(temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:

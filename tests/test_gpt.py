@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from model.gpt import GPT, GPTConfig, sample_next_token
+from model.gpt import GPT, GPTConfig, sample_next_token, slide_window
 
 ATOL, RTOL = 1e-5, 1e-5
 
@@ -135,20 +135,24 @@ def test_greedy_generation_with_and_without_the_cache_is_identical(prompt_len):
     assert torch.equal(with_cache[:, :prompt_len], prompt)
 
 
-def test_cached_generation_past_block_size_is_refused_clearly():
-    model = tiny(block_size=8)
-    with pytest.raises(ValueError, match="use_cache=False"):
-        model.generate(torch.zeros(1, 4, dtype=torch.long), 5)
+def test_the_window_slides_by_a_quarter_of_block_size_once_full():
+    assert [slide_window(0, L, 8) for L in (1, 8)] == [0, 0]
+    assert slide_window(0, 9, 8) == 3  # 6 = 3/4 * 8 tokens remain: positions 3..8
+    assert slide_window(3, 11, 8) == 3 and slide_window(3, 12, 8) == 6
 
 
-def test_uncached_generation_past_block_size_conditions_on_the_last_block_size_tokens():
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cached", "recomputed"])
+def test_generation_past_block_size_equals_recomputing_the_window_from_scratch(use_cache):
+    """Each token is the greedy choice of a fresh full pass over its window idx[start:], however made."""
     model = tiny(block_size=8)
-    out = model.generate(torch.randint(0, 65, (2, 4)), 10, temperature=0, use_cache=False)
-    assert out.shape == (2, 14)
+    out = model.generate(torch.randint(0, 65, (2, 5)), 20, temperature=0, use_cache=use_cache)
+    assert out.shape == (2, 25)
+    start = 0
     with torch.no_grad():
-        for i in range(4, 14):  # token i is the greedy choice given tokens max(0, i-8) .. i-1
-            logits, _ = model(out[:, max(0, i - 8) : i])
-            assert torch.equal(out[:, i], logits[:, -1].argmax(-1))
+        for L in range(5, 25):  # token L follows the window of the first L tokens
+            start = slide_window(start, L, 8)
+            logits, _ = model(out[:, start:L])
+            assert torch.equal(out[:, L], logits[:, -1].argmax(-1)), (L, start)
 
 
 def test_generation_under_bf16_autocast_caches_bf16_keys_and_matches_the_full_pass():

@@ -1,0 +1,199 @@
+"""Sample text from a checkpoint of train.py.
+
+    python sample.py                                           # the newest run under outputs/
+    python sample.py ckpt=outputs/2026-11-22/06-00-00 prompt="ROMEO:" num_samples=3
+    python sample.py ckpt=run/checkpoints/last.pt prompt=FILE:prompt.txt temperature=0 stop="\n\n"
+
+`sample(cfg)` does the work and returns the texts; `main()` is the thin Hydra entry point. The model's
+architecture and tokenizer come from the checkpoint. The prompt is prefilled once for all samples,
+which then decode together, one token per step, through the KV cache.
+"""
+
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Optional, TextIO
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from checkpoint import CheckpointError, checkpoint_path, load_checkpoint
+from configs.schema import SampleConfig, register_configs
+from data.config import DataError
+from data.tokenizers import tokenizer_from_meta
+from devices import DeviceError, autocast, resolve_device, resolve_dtype
+from model.gpt import GPT, GPTConfig, check_sampling_args
+
+
+class SampleError(Exception):
+    """Bad input to sample.py. The message says what to do; sample.py exits with code 2."""
+
+
+def find_checkpoint(ckpt: Optional[str], runs_dir: str) -> Path:
+    """ckpt as given (a run directory means its best.pt, else last.pt), or the newest run's."""
+    if ckpt is None:
+        runs = sorted(Path(runs_dir).glob("*/*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise SampleError(f"no runs under {runs_dir}/: train one (python train.py ...) or give ckpt=PATH")
+        ckpt = str(runs[-1].parent.parent)
+    path = Path(ckpt).expanduser()
+    if path.is_dir() and (path / "checkpoints" / "best.pt").exists():
+        return path / "checkpoints" / "best.pt"
+    return checkpoint_path(path)
+
+
+def load_model(path: Path, device: torch.device) -> tuple[GPT, object]:
+    """The model and the tokenizer stored in a checkpoint (trained on any device)."""
+    state = load_checkpoint(path)
+    meta = state.get("data_meta")
+    if not meta:
+        raise SampleError(f"{path} has no tokenizer metadata (data_meta); it cannot turn tokens into text")
+    model = GPT(GPTConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), tokenizer_from_meta(meta)
+
+
+def start_tokens(tokenizer) -> list[int]:
+    """What an empty prompt starts from: <|endoftext|> for GPT-2 BPE, a newline at character level."""
+    if tokenizer.eot is not None:
+        return [tokenizer.eot]
+    return tokenizer.encode("\n") if "\n" in tokenizer.stoi else [0]
+
+
+def read_prompt(prompt: str) -> str:
+    if prompt.startswith("FILE:"):
+        path = Path(prompt[5:]).expanduser()
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise SampleError(f"cannot read the prompt file {path}: {e}") from None
+    return prompt
+
+
+def stop_strings(stop) -> list[str]:
+    """The stop strings, with the escapes \\n, \\t and \\\\ turned into a newline, a tab, a backslash
+    (a shell and Hydra make real newlines awkward to type)."""
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else list(stop)
+    if not all(isinstance(s, str) and s for s in stops):
+        raise SampleError(f"stop={stop!r}: give a non-empty string or a list of them")
+    escapes = {"n": "\n", "t": "\t", "\\": "\\"}
+    return [re.sub(r"\\([nt\\])", lambda m: escapes[m.group(1)], s) for s in stops]
+
+
+def check_config(cfg: SampleConfig) -> None:
+    try:
+        check_sampling_args(cfg.temperature, cfg.top_k, cfg.top_p)
+    except ValueError as e:
+        raise SampleError(str(e)) from None
+    if cfg.num_samples < 1:
+        raise SampleError(f"num_samples={cfg.num_samples} must be >= 1")
+    if cfg.max_new_tokens < 0:
+        raise SampleError(f"max_new_tokens={cfg.max_new_tokens} must be >= 0")
+
+
+class Completion:
+    """The text one sample has produced so far, cut before the first stop string."""
+
+    def __init__(self, tokenizer, stops: list[str]):
+        self.tokenizer, self.stops, self.ids, self.stopped = tokenizer, stops, [], False
+        self.text = ""
+
+    def add(self, token: int) -> None:
+        if self.stopped:
+            return
+        self.ids.append(token)
+        self.text = self.tokenizer.decode(self.ids)
+        cuts = [i for i in (self.text.find(s) for s in self.stops) if i >= 0]
+        if cuts:
+            self.text, self.stopped = self.text[: min(cuts)], True
+
+    def settled(self) -> str:
+        """The part of the text that later tokens cannot change: not a possible start of a stop
+        string, nor an incomplete UTF-8 character (decoded as U+FFFD for now)."""
+        if self.stopped:
+            return self.text
+        hold = max((len(s) - 1 for s in self.stops), default=0)
+        text = self.text[: len(self.text) - hold] if hold else self.text
+        return text.rstrip("\ufffd")
+
+
+def sample(cfg: DictConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> list[str]:
+    """Generate cfg.num_samples texts (prompt + continuation); print them to out, speeds to err."""
+    cfg: SampleConfig = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
+    check_config(cfg)
+    stops = stop_strings(cfg.stop)
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    path = find_checkpoint(cfg.ckpt, cfg.runs_dir)
+    model, tokenizer = load_model(path, device)
+
+    prompt = read_prompt(cfg.prompt)
+    ids = tokenizer.encode(prompt) if prompt else start_tokens(tokenizer)
+    if len(ids) > model.config.block_size:
+        raise SampleError(f"the prompt is {len(ids)} tokens, longer than the model's context of "
+                          f"{model.config.block_size}: shorten it")
+    idx = torch.tensor([ids] * cfg.num_samples, dtype=torch.long, device=device)  # (num_samples, T0)
+    generator = torch.Generator(device).manual_seed(cfg.seed)
+    completions = [Completion(tokenizer, stops) for _ in range(cfg.num_samples)]
+    streaming = cfg.stream and cfg.num_samples == 1
+    printed = 0
+    if streaming:
+        out.write(prompt)
+        out.flush()
+
+    t0 = time.perf_counter()
+    t_first, steps = None, 0
+    with autocast(device, dtype):
+        for token in model.generate_tokens(idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                                           top_p=cfg.top_p, generator=generator, use_cache=cfg.use_cache):
+            steps += 1
+            if t_first is None:
+                t_first = time.perf_counter()  # prefill done, first token sampled
+            for completion, t in zip(completions, token[:, 0].tolist()):
+                completion.add(t)
+            if streaming:
+                settled = completions[0].settled()
+                out.write(settled[printed:])
+                out.flush()
+                printed = len(settled)
+            if all(c.stopped for c in completions):
+                break
+    t_end = time.perf_counter()
+
+    texts = [prompt + c.text for c in completions]
+    if streaming:
+        out.write(completions[0].text[printed:] + "\n")
+    else:
+        for i, text in enumerate(texts):
+            out.write(text + "\n" + ("-" * 40 + "\n" if i + 1 < len(texts) else ""))
+    out.flush()
+    if t_first is not None:
+        B = cfg.num_samples
+        prefill_s, decode_s = t_first - t0, t_end - t_first
+        err.write(f"prefill: {len(ids) * B} tokens in {prefill_s * 1e3:.1f} ms ({len(ids) * B / prefill_s:,.0f} tokens/s); "
+                  f"decode: {(steps - 1) * B} tokens in {decode_s:.2f} s "
+                  f"({(steps - 1) * B / max(decode_s, 1e-9):,.0f} tokens/s){'' if cfg.use_cache else ' without the KV cache'}\n")
+    return texts
+
+
+def main() -> None:
+    import hydra
+
+    register_configs()
+
+    @hydra.main(version_base="1.3", config_path="configs", config_name="sample")
+    def run(cfg: DictConfig) -> None:
+        try:
+            sample(cfg)
+        except (SampleError, CheckpointError, DataError, DeviceError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""sample.py: text from checkpoints, the cache across block_size, sampling controls, clear errors."""
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from checkpoint import save_checkpoint
+from data.tokenizers import CharTokenizer
+from model.gpt import GPT, GPTConfig
+from checkpoint import CheckpointError
+from data.config import DataError
+from sample import SampleError, sample
+from train import compose_config as compose_train
+from train import train
+
+REPO = Path(__file__).resolve().parent.parent
+CHARS = "\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """A character-level checkpoint with a context of 16 whose weights are random but not flat."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=len(CHARS), block_size=16, n_layer=2, n_head=4, n_kv_head=2, n_embd=32))
+    torch.nn.init.normal_(model.lm_head.weight, std=0.5)  # peaked predictions: greedy and sampling differ
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint({"model_config": model.config.__dict__, "model": model.state_dict(),
+                     "data_meta": CharTokenizer(CHARS).meta()}, path)
+    return path
+
+
+def run(ckpt: Path, *overrides: str, stream: bool = False) -> tuple[list[str], str, str]:
+    from hydra import compose, initialize_config_dir
+
+    from configs.schema import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("sample", overrides=[f"ckpt={ckpt}", f"stream={stream}", *overrides])
+    out, err = io.StringIO(), io.StringIO()
+    texts = sample(cfg, out, err)
+    return texts, out.getvalue(), err.getvalue()
+
+
+def run_cli(*overrides: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "sample.py"), *overrides], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation
+# ---------------------------------------------------------------------------------------------
+
+
+def test_greedy_text_is_identical_with_and_without_the_cache_across_block_size(ckpt):
+    cached, _, _ = run(ckpt, "prompt=ROMEO:", "temperature=0", "max_new_tokens=40", "use_cache=true")
+    recomputed, _, err = run(ckpt, "prompt=ROMEO:", "temperature=0", "max_new_tokens=40", "use_cache=false")
+    assert cached == recomputed
+    assert len(cached[0]) == len("ROMEO:") + 40  # 46 tokens: well past the context of 16
+    assert "without the KV cache" in err
+
+
+def test_a_seed_reproduces_a_sample_and_another_seed_does_not(ckpt):
+    a, _, _ = run(ckpt, "prompt=To be", "seed=1", "max_new_tokens=30")
+    b, _, _ = run(ckpt, "prompt=To be", "seed=1", "max_new_tokens=30")
+    c, _, _ = run(ckpt, "prompt=To be", "seed=2", "max_new_tokens=30")
+    assert a == b and a != c
+
+
+@pytest.mark.parametrize("control", ["top_k=1", "top_p=1e-9"])
+def test_top_k_one_and_a_tiny_top_p_equal_greedy(ckpt, control):
+    greedy, _, _ = run(ckpt, "prompt=ROMEO:", "temperature=0", "max_new_tokens=30")
+    controlled, _, _ = run(ckpt, "prompt=ROMEO:", "temperature=1.0", control, "max_new_tokens=30")
+    free, _, _ = run(ckpt, "prompt=ROMEO:", "temperature=1.0", "top_k=null", "max_new_tokens=30")
+    assert controlled == greedy and free != greedy
+
+
+def test_several_samples_share_one_prefill_and_differ(ckpt):
+    texts, out, err = run(ckpt, "prompt=ROMEO:", "num_samples=3", "max_new_tokens=20")
+    assert len(texts) == 3 and len(set(texts)) == 3
+    assert all(t.startswith("ROMEO:") and len(t) == 26 for t in texts)
+    assert out == "\n----------------------------------------\n".join(texts) + "\n"
+    assert "prefill: 18 tokens" in err and "decode: 57 tokens" in err  # 3 x 6 prompt, 3 x 19 decoded
+
+
+def test_what_streaming_prints_equals_the_returned_text(ckpt):
+    texts, out, _ = run(ckpt, "prompt=ROMEO:", "max_new_tokens=30", stream=True)
+    assert out == texts[0] + "\n"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_stop_string_ends_the_sample_before_it(ckpt, stream):
+    full, _, _ = run(ckpt, "prompt=ROMEO:", "temperature=0", "max_new_tokens=40")
+    continuation = full[0][len("ROMEO:"):]
+    at = next(i for i in range(5, 38) if continuation[i : i + 2].isalpha())
+    stop = continuation[at : at + 2]  # two letters the greedy continuation produces (no quoting needed)
+    expected = "ROMEO:" + continuation[: continuation.find(stop)]
+    texts, out, err = run(ckpt, "prompt=ROMEO:", "temperature=0", "max_new_tokens=40", f"stop='{stop}'", stream=stream)
+    assert texts == [expected]
+    assert out == expected + "\n"
+    assert f"decode: {len(expected) - len('ROMEO:') + len(stop) - 1} tokens" in err  # stopped early
+
+
+def test_an_empty_prompt_starts_from_a_newline_at_character_level(ckpt):
+    texts, _, err = run(ckpt, "prompt=", "max_new_tokens=10")
+    assert len(texts[0]) == 10 and "prefill: 1 tokens" in err
+
+
+def test_a_prompt_from_a_file(ckpt, tmp_path):
+    (tmp_path / "p.txt").write_text("KING:\nWhat")
+    texts, _, _ = run(ckpt, f"prompt=FILE:{tmp_path}/p.txt", "max_new_tokens=5")
+    assert texts[0].startswith("KING:\nWhat") and len(texts[0]) == 15
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end
+# ---------------------------------------------------------------------------------------------
+
+
+def test_two_training_steps_then_sample_py_from_that_run_directory(data_root, tmp_path):
+    run_dir = tmp_path / "outputs" / "2026-01-01" / "00-00-00"
+    train(compose_train(["model=tiny", "max_steps=2", "eval_interval=2", "eval_batches=1", "batch_size=2",
+                         f"data.root={data_root}"]), run_dir)
+    r = run_cli(f"ckpt={run_dir}", "prompt=ROMEO:", "max_new_tokens=20", "seed=3")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ROMEO:") and len(r.stdout) == len("ROMEO:") + 20 + 1
+    assert "prefill: 6 tokens" in r.stderr and "decode: 19 tokens" in r.stderr
+    newest = run_cli("prompt=ROMEO:", "max_new_tokens=20", "seed=3", cwd=tmp_path)  # no ckpt: the newest run
+    assert newest.returncode == 0 and newest.stdout == r.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: exit code 2, a message, no traceback
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["prompt='héllo@'"], "2 character(s) not in the 61-character vocabulary: '@', 'é'"),
+    (["prompt=" + "a" * 17], "the prompt is 17 tokens, longer than the model's context of 16"),
+    (["temperature=-1"], "temperature=-1.0 must be >= 0"),
+    (["top_p=0"], r"top_p=0.0 must be in (0, 1]"),
+    (["top_p=1.5"], r"top_p=1.5 must be in (0, 1]"),
+    (["top_k=0"], "top_k=0 must be >= 1"),
+    (["num_samples=0"], "num_samples=0 must be >= 1"),
+    (["prompt=FILE:/nonexistent/prompt.txt"], "cannot read the prompt file /nonexistent/prompt.txt"),
+])
+def test_bad_sampling_input_is_refused_with_the_reason(ckpt, overrides, message):
+    with pytest.raises((SampleError, DataError)) as e:
+        run(ckpt, *overrides)
+    assert message in str(e.value)
+
+
+def test_bad_checkpoints_are_refused_with_the_reason(ckpt, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        run(tmp_path / "missing.pt")
+    state = torch.load(ckpt, weights_only=True)
+    del state["data_meta"]
+    torch.save(state, tmp_path / "no_meta.pt")
+    with pytest.raises(SampleError, match="no tokenizer metadata"):
+        run(tmp_path / "no_meta.pt")
+
+
+def test_the_command_exits_2_with_the_message_and_no_traceback(ckpt, tmp_path):
+    (tmp_path / "corrupt.pt").write_bytes(os.urandom(300))
+    for overrides, message, cwd in [([f"ckpt={tmp_path}/corrupt.pt"], "not a readable checkpoint", REPO),
+                                    ([f"ckpt={ckpt}", "prompt='héllo@'"], "not in the 61-character vocabulary", REPO),
+                                    ([], "no runs under outputs/", tmp_path)]:
+        r = run_cli(*overrides, cwd=cwd)
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        assert r.stderr.startswith("error: ") and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_stop_strings_understand_newline_and_tab_escapes():
+    from sample import stop_strings
+
+    assert stop_strings("\\n\\n") == ["\n\n"]
+    assert stop_strings(["a\\tb", "x\\\\n", "é"]) == ["a\tb", "x\\n", "é"]
+    assert stop_strings(None) == []
