@@ -272,12 +272,20 @@ def train(cfg: DictConfig, run_dir: Optional[Path]) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for the fp32 matmuls autocast leaves
         torch.backends.cudnn.allow_tf32 = True
 
-    # data: rank 0 prepares it (once), the others wait for it
+    # data: the first process on each machine prepares it (once), the others wait and share its verdict
     data_cfg: DataConfig = OmegaConf.to_object(cfg.data)
-    if d.is_main:
-        prepare(data_cfg)
+    problem = None
+    if d.local_rank == 0:
+        try:
+            prepare(data_cfg)
+        except DataError as e:
+            problem = str(e)
     if d.world_size > 1:
-        dist.barrier()
+        verdicts = [None] * d.world_size
+        dist.all_gather_object(verdicts, problem)
+        problem = next((v for v in verdicts if v), None)
+    if problem:
+        raise DataError(problem)
     data_dir = dataset_dir(data_cfg)
     meta = load_meta(data_dir, data_cfg.tokenizer)
 
@@ -417,8 +425,15 @@ def train(cfg: DictConfig, run_dir: Optional[Path]) -> dict:
             "after two steps...", device.type)
 
     raw_model.train()
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # any non-finite loss or gradient norm
     window_start, window_steps, val_loss, losses = time.perf_counter(), 0, None, []
+
+    def diverged(where: str) -> TrainError:
+        kept = f"the last good checkpoint is {ckpt_dir / 'last.pt'}" if ckpt_dir and (ckpt_dir / "last.pt").exists() \
+            else "no checkpoint had been written yet"
+        return TrainError(f"{where} became nan or inf by step {step}; {kept}. Lower optim.lr or raise "
+                          "optim.warmup_steps, then resume from it or start again")
+
     with StopSignal() as stop:
         while step < end_step:
             lr = lr_at(step, cfg.optim, cfg.max_steps)
@@ -429,17 +444,20 @@ def train(cfg: DictConfig, run_dir: Optional[Path]) -> dict:
             if scaler is not None:
                 scaler.unscale_(optimizer)
             if cfg.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.optim.grad_clip)
+                grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.optim.grad_clip)
+                if scaler is None:  # with fp16 the scaler skips steps with inf gradients by design
+                    nonfinite |= ~torch.isfinite(grad_norm)
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()
             else:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            nonfinite |= ~torch.isfinite(loss)  # checked without a device sync until a log step
+            nonfinite |= ~torch.isfinite(loss)  # no device sync here: read at the checks below
             step += 1
             window_steps += 1
-            last = step == end_step
+            log_due = step % cfg.log_interval == 0 or step == end_step
+            eval_due = step % cfg.eval_interval == 0 or step == cfg.max_steps  # the same in a resumed run
 
             if no_cuda_notice and window_steps == 2 and step < end_step:
                 seconds = (time.perf_counter() - window_start) / 2 * (cfg.max_steps - step)
@@ -448,14 +466,22 @@ def train(cfg: DictConfig, run_dir: Optional[Path]) -> dict:
                     duration(seconds))
                 no_cuda_notice = False
 
-            if step % cfg.log_interval == 0 or last:
+            # Decisions every process must take together (stop, divergence) are made only at log,
+            # eval and final steps, from flags reduced over all processes: one small all-reduce there,
+            # no device sync in other steps. A single process may stop at any step.
+            stopping = stop.received is not None
+            if log_due or eval_due or step == end_step:
+                flags = torch.stack([nonfinite.float(), torch.tensor(float(stopping), device=device)])
                 if d.world_size > 1:
+                    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
                     dist.all_reduce(loss, op=dist.ReduceOp.AVG)
-                    dist.all_reduce(nonfinite, op=dist.ReduceOp.MAX)
-                if nonfinite.item():
-                    raise TrainError(f"the loss became nan or inf by step {step}. The last good checkpoint is "
-                                     f"kept in {ckpt_dir}. Lower optim.lr or raise optim.warmup_steps, then "
-                                     "resume or start again")
+                if flags[0].item():
+                    raise diverged("the training loss or gradient norm")
+                stopping = bool(flags[1].item())
+            elif d.world_size > 1:
+                stopping = False  # noticed at the next log step, by every process at once
+
+            if log_due:
                 dt = time.perf_counter() - window_start
                 tok_s = window_steps * tokens_per_step / dt
                 mfu = flops_per_step * window_steps / dt / peak if peak else None
@@ -468,29 +494,29 @@ def train(cfg: DictConfig, run_dir: Optional[Path]) -> dict:
                     f"{tok_s:,.0f}", f" | MFU {100 * mfu:.1f}%" if mfu is not None else "", duration(eta))
                 window_start, window_steps = time.perf_counter(), 0
 
-            stopping = stop.received is not None
-            if d.world_size > 1:  # every process must stop at the same step
-                flag = torch.tensor(float(stopping), device=device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                stopping = bool(flag.item())
-
-            if step % cfg.eval_interval == 0 or last or stopping:
-                if nonfinite.item():
-                    raise TrainError(f"the loss became nan or inf by step {step}; the last good checkpoint "
-                                     f"is kept in {ckpt_dir}. Lower optim.lr and start again or resume")
-                if d.is_main and not stopping:
-                    train_loss = evaluate(raw_model, eval_sets["train"], mixed_precision, device)
-                    val_loss = evaluate(raw_model, eval_sets["val"], mixed_precision, device)
-                    best_val = min(best_val, val_loss)
-                    record({"kind": "eval", "step": step, "train_loss": train_loss, "val_loss": val_loss,
-                            "elapsed_s": elapsed()})
-                    say("eval at step %d: train loss %.4f, val loss %.4f (best %.4f)", step, train_loss,
-                        val_loss, best_val)
-                save(step, None if stopping else val_loss)
-                window_start = time.perf_counter()  # evaluation and saving are not training time
+            if eval_due or stopping or step == end_step:
+                paused = time.perf_counter()
+                val_loss = None
+                if eval_due:
+                    if d.is_main:
+                        train_loss = evaluate(raw_model, eval_sets["train"], mixed_precision, device)
+                        val_loss = evaluate(raw_model, eval_sets["val"], mixed_precision, device)
+                    result = torch.tensor([val_loss if d.is_main else 0.0], device=device)
+                    if d.world_size > 1:  # every process learns whether the weights are still good
+                        dist.broadcast(result, src=0)
+                    if not math.isfinite(result.item()):
+                        raise diverged("the validation loss")
+                    if d.is_main:
+                        best_val = min(best_val, val_loss)
+                        record({"kind": "eval", "step": step, "train_loss": train_loss, "val_loss": val_loss,
+                                "elapsed_s": elapsed()})
+                        say("eval at step %d: train loss %.4f, val loss %.4f (best %.4f)", step, train_loss,
+                            val_loss, best_val)
+                save(step, val_loss)
+                window_start += time.perf_counter() - paused  # evaluating and saving are not training time
             if stopping:
                 say("%s received: saved step %d to %s. Continue with: python train.py resume=%s",
-                    stop.received, step, ckpt_dir, run_dir)
+                    stop.received or "a stop", step, ckpt_dir, run_dir)
                 break
             progress.update(step, f"loss {losses[-1]:.4f}" if losses else "")
 

@@ -268,6 +268,26 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_root, 
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
 
+def test_a_nan_validation_loss_stops_the_run_before_saving_the_bad_weights(data_root, tmp_path, monkeypatch):
+    evals = {"n": 0}
+    original = GPT.forward
+
+    def poisoned(self, idx, targets=None, kv_caches=None):
+        logits, loss = original(self, idx, targets, kv_caches)
+        if not self.training:
+            evals["n"] += 1
+            if evals["n"] > 4:  # the step-8 evaluation (2 train + 2 val batches per evaluation)
+                loss = loss * float("inf")
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(TrainError, match="the validation loss became nan or inf by step 8; the last good "
+                                         "checkpoint is .*last.pt"):
+        train(tiny_config(data_root, "max_steps=12"), run)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4
+
+
 # ---------------------------------------------------------------------------------------------
 # The command line
 # ---------------------------------------------------------------------------------------------
