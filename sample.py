@@ -49,8 +49,11 @@ def load_model(path: Path, device: torch.device) -> tuple[GPT, object]:
     meta = state.get("data_meta")
     if not meta:
         raise SampleError(f"{path} has no tokenizer metadata (data_meta); it cannot turn tokens into text")
-    model = GPT(GPTConfig(**state["model_config"]))
-    model.load_state_dict(state["model"])
+    try:
+        model = GPT(GPTConfig(**state["model_config"]))
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise SampleError(f"{path} does not hold a usable model ({type(e).__name__}: {str(e)[:200]})") from None
     return model.to(device).eval(), tokenizer_from_meta(meta)
 
 
@@ -92,6 +95,8 @@ def check_config(cfg: SampleConfig) -> None:
         raise SampleError(f"num_samples={cfg.num_samples} must be >= 1")
     if cfg.max_new_tokens < 0:
         raise SampleError(f"max_new_tokens={cfg.max_new_tokens} must be >= 0")
+    if cfg.attention_tokens < 1:
+        raise SampleError(f"attention_tokens={cfg.attention_tokens} must be >= 1")
 
 
 class Completion:
@@ -129,6 +134,13 @@ def sample(cfg: DictConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
     dtype = resolve_dtype(cfg.dtype, device)
     path = find_checkpoint(cfg.ckpt, cfg.runs_dir)
     model, tokenizer = load_model(path, device)
+    if cfg.attention_layer is not None and not 0 <= cfg.attention_layer < model.config.n_layer:
+        raise SampleError(f"attention_layer={cfg.attention_layer}: the model has layers 0..{model.config.n_layer - 1}")
+    use_cache = cfg.use_cache
+    if use_cache and not model.config.causal:
+        err.write("note: this model attends both ways (causal=false), so a KV cache would go stale: "
+                  "sampling without it\n")
+        use_cache = False
 
     prompt = read_prompt(cfg.prompt)
     ids = tokenizer.encode(prompt) if prompt else start_tokens(tokenizer)
@@ -148,11 +160,12 @@ def sample(cfg: DictConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
     t_first, steps = None, 0
     with autocast(device, dtype):
         for token in model.generate_tokens(idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                                           top_p=cfg.top_p, generator=generator, use_cache=cfg.use_cache):
+                                           top_p=cfg.top_p, generator=generator, use_cache=use_cache):
             steps += 1
+            new = token[:, 0].tolist()  # waits for the device: timings below are real on a GPU too
             if t_first is None:
                 t_first = time.perf_counter()  # prefill done, first token sampled
-            for completion, t in zip(completions, token[:, 0].tolist()):
+            for completion, t in zip(completions, new):
                 completion.add(t)
             if streaming:
                 settled = completions[0].settled()
@@ -173,10 +186,26 @@ def sample(cfg: DictConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
     if t_first is not None:
         B = cfg.num_samples
         prefill_s, decode_s = t_first - t0, t_end - t_first
-        err.write(f"prefill: {len(ids) * B} tokens in {prefill_s * 1e3:.1f} ms ({len(ids) * B / prefill_s:,.0f} tokens/s); "
+        shared = f", once for {B} samples" if use_cache and B > 1 else ""  # model.generate_tokens shares it
+        err.write(f"prefill: {len(ids)} tokens in {prefill_s * 1e3:.1f} ms ({len(ids) / prefill_s:,.0f} tokens/s{shared}); "
                   f"decode: {(steps - 1) * B} tokens in {decode_s:.2f} s "
-                  f"({(steps - 1) * B / max(decode_s, 1e-9):,.0f} tokens/s){'' if cfg.use_cache else ' without the KV cache'}\n")
+                  f"({(steps - 1) * B / max(decode_s, 1e-9):,.0f} tokens/s){'' if use_cache else ' without the KV cache'}\n")
+    if cfg.attention_plot:
+        save_attention_plot(model, ids + completions[0].ids, tokenizer, cfg, err)
     return texts
+
+
+def save_attention_plot(model: GPT, tokens: list[int], tokenizer, cfg: SampleConfig, err: TextIO) -> None:
+    """Heatmaps of every head's attention over the first tokens of sample 0 (prompt, then generated)."""
+    from viz import plot_attention
+
+    tokens = tokens[: min(cfg.attention_tokens, model.config.block_size)]
+    idx = torch.tensor([tokens], device=next(model.parameters()).device)
+    maps = model.attention_maps(idx)[:, 0]  # (n_layer, H, T, T)
+    kind = "causal" if model.config.causal else "bidirectional (causal=false)"
+    plot_attention(maps, [tokenizer.decode([t]) for t in tokens], cfg.attention_plot, cfg.attention_layer,
+                   title=f"{kind} attention over {len(tokens)} tokens: row = query, column = key")
+    err.write(f"attention weights of the first {len(tokens)} tokens saved to {cfg.attention_plot}\n")
 
 
 def main() -> None:

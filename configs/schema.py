@@ -70,6 +70,9 @@ class SampleConfig:
     stream: bool = True  # print tokens as they come (with num_samples=1)
     stop: Any = None  # a string or a list of strings: a sample ends before the first one
     use_cache: bool = True
+    attention_plot: Optional[str] = None  # a .png path: heatmaps of the attention weights of sample 0
+    attention_layer: Optional[int] = None  # only this layer in the picture; None: every layer
+    attention_tokens: int = 48  # the picture shows the first this many tokens (prompt, then generated)
 
 
 @dataclass

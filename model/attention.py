@@ -201,6 +201,15 @@ class KVCache:
     def reset(self) -> None:
         self.length = 0
 
+    def repeat_batch(self, batch_size: int) -> "KVCache":
+        """This batch-1 cache copied into batch_size rows: one prefilled prompt, several continuations."""
+        assert self.k.size(0) == 1, "only a batch-1 cache is repeated"
+        out = KVCache.__new__(KVCache)
+        out.k = self.k.repeat(batch_size, 1, 1, 1)  # (1, Hkv, max_len, D) -> (B, Hkv, max_len, D)
+        out.v = self.v.repeat(batch_size, 1, 1, 1)
+        out.max_len, out.length = self.max_len, self.length
+        return out
+
 
 # ----------------------------------------------------------------------------------------------
 # The module: steps (1)-(8)
@@ -228,6 +237,17 @@ class CausalSelfAttention(nn.Module):
         self.wv = nn.Linear(n_embd, n_kv_head * self.head_dim, bias=False)
         self.wo = nn.Linear(n_head * self.head_dim, n_embd, bias=False)
 
+    def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """Steps (1)-(2): q (B, H, T, D) and k, v (B, Hkv, T, D) for x (B, T, C), RoPE applied to q, k."""
+        B, T, C = x.shape
+        H, Hkv, D = self.n_head, self.n_kv_head, self.head_dim
+        if cos.shape != (T, D):
+            raise ValueError(f"RoPE tables of shape {tuple(cos.shape)} for {T} tokens of head width {D}")
+        q = self.wq(x).view(B, T, H, D).transpose(1, 2)  # (1) (B, T, C) -> (B, T, H, D) -> (B, H, T, D)
+        k = self.wk(x).view(B, T, Hkv, D).transpose(1, 2)  # (1) (B, Hkv, T, D)
+        v = self.wv(x).view(B, T, Hkv, D).transpose(1, 2)  # (1) (B, Hkv, T, D)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v  # (2) shapes unchanged
+
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: KVCache | None = None) -> torch.Tensor:
         """x (B, T, C) at positions P..P+T-1, where P = cache.length (0 without a cache).
@@ -235,25 +255,24 @@ class CausalSelfAttention(nn.Module):
         cos, sin: `rope_tables` of those T positions, (T, D).
         """
         B, T, C = x.shape
-        H, Hkv, D = self.n_head, self.n_kv_head, self.head_dim
-        if cos.shape != (T, D):
-            raise ValueError(f"RoPE tables of shape {tuple(cos.shape)} for {T} tokens of head width {D}")
         if cache is not None and not self.causal:
             raise ValueError("a KV cache is exact only under the causal mask: with causal=False every "
                              "output depends on later tokens, so cached keys/values go stale")
-
-        q = self.wq(x).view(B, T, H, D).transpose(1, 2)  # (1) (B, T, C) -> (B, T, H, D) -> (B, H, T, D)
-        k = self.wk(x).view(B, T, Hkv, D).transpose(1, 2)  # (1) (B, Hkv, T, D)
-        v = self.wv(x).view(B, T, Hkv, D).transpose(1, 2)  # (1) (B, Hkv, T, D)
-
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (2) shapes unchanged
-
+        q, k, v = self.project(x, cos, sin)  # (1)-(2)
         if cache is not None:
             k, v = cache.update(k, v)  # (3) (B, Hkv, S, D)
-
         y = attention(q, k, v, causal=self.causal, impl=self.impl)  # (4)-(7) (B, H, T, D)
-        y = y.transpose(1, 2).reshape(B, T, H * D)  # (8) concat heads: (B, H, T, D) -> (B, T, H*D)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (8) concat heads: (B, H, T, D) -> (B, T, H*D = C)
         return self.wo(y)  # (8) (B, T, C)
+
+    def weights(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """The attention weights A of steps (1)-(6) for x (B, T, C) with no cache: (B, H, T, T).
+
+        For looking at (sample.py attention_plot=...); the forward pass never materialises them on the
+        SDPA path. Row i holds how much query i reads each key; the causal mask zeroes j > i.
+        """
+        q, k, _ = self.project(x, cos, sin)  # (1)-(2)
+        return attention_weights(q, repeat_kv(k, self.n_head), self.causal)  # (4)-(6) (B, H, T, T)
 
     def new_cache(self, batch_size: int, max_len: int, device=None, dtype=torch.float32) -> KVCache:
         return KVCache(batch_size, self.n_kv_head, max_len, self.head_dim, device, dtype)
@@ -283,9 +302,7 @@ def demo(T: int = 6, seed: int = 0) -> dict:
         x = torch.randn(1, T, C)  # (B, T, C)
     cos, sin = rope_tables(torch.arange(T), D)  # (T, D)
     with torch.no_grad():
-        q = apply_rope(attn.wq(x).view(1, T, H, D).transpose(1, 2), cos, sin)  # (1) (2) (1, H, T, D)
-        k = apply_rope(attn.wk(x).view(1, T, Hkv, D).transpose(1, 2), cos, sin)  # (1) (2) (1, Hkv, T, D)
-        A = attention_weights(q[:, :1], k[:, :1])[0, 0]  # (5) (6) head 0 reads K/V head 0: (T, T)
+        A = attn.weights(x, cos, sin)[0, 0]  # (1)-(6) head 0: (T, T)
     row_sums, upper = A.sum(-1), A.triu(diagonal=1).abs().max().item()
     print(f"\n(6) attention weights A of head 0 for a random sequence of {T} tokens:")
     print(_matrix(A))

@@ -172,6 +172,22 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=-1)
         return logits, loss
 
+    @torch.no_grad()
+    def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:
+        """Every layer's attention weights for idx (B, T), no cache: (n_layer, B, H, T, T).
+
+        For pictures and tests: it recomputes each layer's weights next to a normal forward pass, which
+        itself (on the SDPA path) never materialises them. Sampling does not call it.
+        """
+        B, T = idx.shape
+        cos, sin = rope_tables(torch.arange(T, device=idx.device), self.config.head_dim, self.config.rope_base)
+        x = self.tok_emb(idx)  # (B, T, C)
+        maps = []
+        for block in self.blocks:
+            maps.append(block.attn.weights(block.attn_norm(x), cos, sin))  # (B, H, T, T)
+            x = block(x, cos, sin)  # (B, T, C)
+        return torch.stack(maps)  # (n_layer, B, H, T, T)
+
     def new_kv_caches(self, batch_size: int, max_len: Optional[int] = None,
                       dtype: Optional[torch.dtype] = None) -> list[KVCache]:
         """One empty KV cache per layer, on the model's device.
@@ -205,8 +221,8 @@ class GPT(nn.Module):
         """Yield max_new_tokens tokens, (B, 1) each, sampled one after the other after the prompt idx (B, T0).
 
         The model reads a window idx[:, s:] of the sequence, at most block_size tokens; `slide_window`
-        says where it starts. With use_cache=True the window is prefilled once, then each new token goes
-        through the KV cache alone; when the window would outgrow block_size, the cache is emptied and
+        says where it starts. With use_cache=True the window is prefilled once (once for all rows when
+        they hold the same prompt), then each new token goes through the KV cache alone; when the window would outgrow block_size, the cache is emptied and
         the last 3/4 block_size tokens are prefilled again. use_cache=False recomputes the same window
         from scratch for every token (kept to compare against: the tokens are the same).
         generator: a torch.Generator on the model's device (torch.multinomial requires it there).
@@ -216,8 +232,17 @@ class GPT(nn.Module):
             raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0")
         B, T0 = idx.shape
         start = slide_window(0, T0, self.config.block_size)
-        caches = self.new_kv_caches(B, min(self.config.block_size, T0 + max_new_tokens)) if use_cache else None
-        logits, _ = self(idx[:, start:], kv_caches=caches)  # prefill: (B, T0 - start, V)
+        caches = None
+        if not use_cache:
+            logits, _ = self(idx[:, start:])  # (B, T0 - start, V)
+        elif B > 1 and bool((idx == idx[:1]).all()):  # samples of one prompt: prefill it once
+            caches = self.new_kv_caches(1, min(self.config.block_size, T0 + max_new_tokens))
+            logits, _ = self(idx[:1, start:], kv_caches=caches)  # prefill: (1, T0 - start, V)
+            caches = [cache.repeat_batch(B) for cache in caches]
+            logits = logits.expand(B, -1, -1)  # (B, T0 - start, V)
+        else:
+            caches = self.new_kv_caches(B, min(self.config.block_size, T0 + max_new_tokens))
+            logits, _ = self(idx[:, start:], kv_caches=caches)  # prefill: (B, T0 - start, V)
         for i in range(max_new_tokens):
             next_token = sample_next_token(logits[:, -1], temperature, top_k, top_p, generator)  # (B, 1)
             yield next_token

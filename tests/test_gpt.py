@@ -90,6 +90,20 @@ def test_future_tokens_change_past_logits_only_without_the_mask(causal):
         assert (past - past_changed).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
+def test_appending_a_token_changes_earlier_outputs_only_without_the_mask(causal):
+    """Why only a causal model can cache: its outputs at earlier positions never change when the
+    sequence grows, so keys and values computed once stay right. A bidirectional model's do change."""
+    model = tiny(causal=causal)
+    x = torch.randint(0, 65, (2, 12))
+    with torch.no_grad():
+        short, longer = model(x[:, :11])[0], model(x)[0][:, :11]
+    if causal:  # equal up to float summation order: the two lengths take different matmul kernels' paths
+        torch.testing.assert_close(short, longer, atol=ATOL, rtol=RTOL)
+    else:
+        assert (short - longer).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("impl", ["explicit", "sdpa"])
 @pytest.mark.parametrize("n_kv_head", [4, 2, 1], ids=["MHA", "GQA", "MQA"])
 def test_full_forward_equals_chunked_prefill_equals_cached_decode(impl, n_kv_head):
@@ -180,6 +194,19 @@ def test_rope_base_from_the_config_reaches_attention():
 # ---------------------------------------------------------------------------------------------
 # Sampling controls
 # ---------------------------------------------------------------------------------------------
+
+
+def test_samples_of_one_prompt_share_a_single_prefill():
+    model = tiny()
+    shapes = []
+    model.tok_emb.register_forward_hook(lambda module, args, out: shapes.append(tuple(args[0].shape)))
+    prompt = torch.randint(0, 65, (1, 5)).repeat(3, 1)  # 3 samples of one prompt
+    shared = model.generate(prompt, 6, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert shapes == [(1, 5)] + [(3, 1)] * 5  # one prefill of batch 1, then batched decoding
+    separate = model.generate(prompt, 6, temperature=1.0, generator=torch.Generator().manual_seed(0),
+                              use_cache=False)
+    assert torch.equal(shared, separate)  # the same samples as computing each row in full
+    assert len({tuple(row) for row in shared[:, 5:].tolist()}) > 1  # and the samples differ
 
 
 def test_a_seeded_generator_reproduces_a_sample():

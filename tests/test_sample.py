@@ -85,7 +85,8 @@ def test_several_samples_share_one_prefill_and_differ(ckpt):
     assert len(texts) == 3 and len(set(texts)) == 3
     assert all(t.startswith("ROMEO:") and len(t) == 26 for t in texts)
     assert out == "\n----------------------------------------\n".join(texts) + "\n"
-    assert "prefill: 18 tokens" in err and "decode: 57 tokens" in err  # 3 x 6 prompt, 3 x 19 decoded
+    assert "prefill: 6 tokens" in err and "once for 3 samples" in err  # the 6-token prompt, once
+    assert "decode: 57 tokens" in err  # 3 x 19
 
 
 def test_what_streaming_prints_equals_the_returned_text(ckpt):
@@ -115,6 +116,15 @@ def test_a_prompt_from_a_file(ckpt, tmp_path):
     (tmp_path / "p.txt").write_text("KING:\nWhat")
     texts, _, _ = run(ckpt, f"prompt=FILE:{tmp_path}/p.txt", "max_new_tokens=5")
     assert texts[0].startswith("KING:\nWhat") and len(texts[0]) == 15
+
+
+def test_attention_plot_saves_the_first_tokens_of_sample_zero(ckpt, tmp_path):
+    texts, _, err = run(ckpt, "prompt=ROMEO:", "max_new_tokens=6", f"attention_plot={tmp_path}/a.png",
+                        "attention_layer=1", "attention_tokens=10")
+    assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"attention weights of the first 10 tokens saved to {tmp_path}/a.png" in err
+    with pytest.raises(SampleError, match="the model has layers 0..1"):
+        run(ckpt, f"attention_plot={tmp_path}/b.png", "attention_layer=2")
 
 
 # ---------------------------------------------------------------------------------------------
