@@ -33,7 +33,7 @@ class SampleError(Exception):
 def find_checkpoint(ckpt: Optional[str], runs_dir: str) -> Path:
     """ckpt as given (a run directory means its best.pt, else last.pt), or the newest run's."""
     if ckpt is None:
-        runs = sorted(Path(runs_dir).glob("*/*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
+        runs = sorted(Path(runs_dir).rglob("checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
         if not runs:
             raise SampleError(f"no runs under {runs_dir}/: train one (python train.py ...) or give ckpt=PATH")
         ckpt = str(runs[-1].parent.parent)

@@ -470,7 +470,7 @@ def train(cfg: DictConfig, run_dir: Optional[Path]) -> dict:
             # eval and final steps, from flags reduced over all processes: one small all-reduce there,
             # no device sync in other steps. A single process may stop at any step.
             stopping = stop.received is not None
-            if log_due or eval_due or step == end_step:
+            if log_due or eval_due or step == end_step or (stopping and d.world_size == 1):
                 flags = torch.stack([nonfinite.float(), torch.tensor(float(stopping), device=device)])
                 if d.world_size > 1:
                     dist.all_reduce(flags, op=dist.ReduceOp.MAX)

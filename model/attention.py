@@ -11,6 +11,8 @@ Notation (the letters used in every shape comment)
     H    query heads (n_head)
     Hkv  key/value heads (n_kv_head); H % Hkv == 0 and G = H // Hkv query heads share one K/V head
     D    head width, D = C // H
+    G    query heads per K/V head, G = H // Hkv
+    M    the causal mask, (T, S); max_len: how many positions a KV cache has room for
 
 The computation, for an input x of shape (B, T, C) whose first token is at absolute position P:
 
@@ -35,9 +37,9 @@ Why the causal mask matters. Row i of M lets query P+i see keys 0..P+i and nothi
     approximation. With `causal=False` both properties are lost (tests/test_attention.py shows it).
 
 Cost. Steps (5)-(7) do O(T * S * D) work per head: O(T^2) for a full sequence. The explicit path also
-stores the (T, S) matrix A, so its memory grows as T^2. SDPA's fused kernels (FlashAttention on a GPU
-in bf16/fp16 with is_causal, the memory-efficient kernel otherwise) stream over blocks of keys and
-never store A: O(T) extra memory (an explicit (T, S) boolean mask, used after a cache, is the
+stores the (T, S) matrix A, so its memory grows as T^2. SDPA's fused kernels (FlashAttention on a GPU in
+bf16/fp16, the memory-efficient kernel for other GPU cases, a flash-style kernel on a CPU) stream over
+blocks of keys and never store A: O(T) extra memory (an explicit (T, S) boolean mask, used after a cache, is the
 exception, and small when T is a short chunk). The KV cache holds 2 * Hkv * D numbers per token per
 layer: grouped-query attention (Hkv < H) shrinks it by a factor G.
 """
@@ -78,8 +80,8 @@ def rope_tables(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -
     assert head_dim % 2 == 0, "RoPE rotates channel pairs, so the head width must be even"
     theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)  # (D/2,)
     angles = torch.outer(positions.float(), theta)  # (T, D/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (T, D): pair i uses channels i and i + D/2
-    return angles.cos(), angles.sin()
+    cos, sin = angles.cos(), angles.sin()  # (T, D/2) each
+    return torch.cat([cos, cos], dim=-1), torch.cat([sin, sin], dim=-1)  # (T, D): pair i is channels i, i + D/2
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +91,7 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, heads, T, D) by the tables for its T positions, cos and sin (T, D) in fp32.
+    """Rotate x (B, H, T, D) or (B, Hkv, T, D) by the tables of its T positions, cos and sin (T, D), fp32.
 
     The rotation is computed in fp32 and the result cast back to x's dtype (bf16 under autocast).
     """
@@ -144,7 +146,7 @@ def attention(
     """
     if impl == "explicit":
         k, v = repeat_kv(k, q.size(1)), repeat_kv(v, q.size(1))  # (4) (B, H, S, D)
-        return attention_weights(q, k, causal) @ v  # (7) (B, H, T, S) @ (B, H, S, D) -> (B, H, T, D)
+        return attention_weights(q, k, causal) @ v  # (5)-(7) (B, H, T, S) @ (B, H, S, D) -> (B, H, T, D)
     if impl == "sdpa":
         T, S = q.size(-2), k.size(-2)
         gqa = k.size(1) != q.size(1)
@@ -194,7 +196,7 @@ class KVCache:
                 "Create the cache with a larger max_len, or reset() it and prefill a shorter window."
             )
         self.k[:, :, P : P + T] = k  # (3) write at positions [P, P + T)
-        self.v[:, :, P : P + T] = v
+        self.v[:, :, P : P + T] = v  # (3)
         self.length = P + T
         return self.k[:, :, : P + T], self.v[:, :, : P + T]  # (3) (B, Hkv, S, D)
 
@@ -206,7 +208,7 @@ class KVCache:
         assert self.k.size(0) == 1, "only a batch-1 cache is repeated"
         out = KVCache.__new__(KVCache)
         out.k = self.k.repeat(batch_size, 1, 1, 1)  # (1, Hkv, max_len, D) -> (B, Hkv, max_len, D)
-        out.v = self.v.repeat(batch_size, 1, 1, 1)
+        out.v = self.v.repeat(batch_size, 1, 1, 1)  # (B, Hkv, max_len, D)
         out.max_len, out.length = self.max_len, self.length
         return out
 
@@ -299,11 +301,12 @@ def demo(T: int = 6, seed: int = 0) -> dict:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         attn = CausalSelfAttention(C, H, Hkv).eval()
+        bidir = CausalSelfAttention(C, H, Hkv, causal=False).eval()  # the same weights, loaded below
         x = torch.randn(1, T, C)  # (B, T, C)
     cos, sin = rope_tables(torch.arange(T), D)  # (T, D)
     with torch.no_grad():
         A = attn.weights(x, cos, sin)[0, 0]  # (1)-(6) head 0: (T, T)
-    row_sums, upper = A.sum(-1), A.triu(diagonal=1).abs().max().item()
+    row_sums, upper = A.sum(-1), A.triu(diagonal=1).abs().max().item()  # (T,), a number
     print(f"\n(6) attention weights A of head 0 for a random sequence of {T} tokens:")
     print(_matrix(A))
     print(f"    every row sums to 1 (largest error {(row_sums - 1).abs().max().item():.1e}); "
@@ -317,10 +320,9 @@ def demo(T: int = 6, seed: int = 0) -> dict:
     cached_diff = (full - decoded).abs().max().item()
     print(f"\nDecoding token by token with the KV cache vs one full pass: max |difference| = {cached_diff:.2e}")
 
-    bidir = CausalSelfAttention(C, H, Hkv, causal=False).eval()
     bidir.load_state_dict(attn.state_dict())
     with torch.no_grad():
-        shorter = (x[:, :-1], cos[:-1], sin[:-1])  # the same sequence without its last token
+        shorter = (x[:, :-1], cos[:-1], sin[:-1])  # without the last token: (1, T-1, C), (T-1, D), (T-1, D)
         causal_change = (attn(*shorter) - full[:, :-1]).abs().max().item()
         bidir_change = (bidir(*shorter) - bidir(x, cos, sin)[:, :-1]).abs().max().item()
     print("Appending one token changes the outputs at earlier positions by at most:")

@@ -288,7 +288,9 @@ def test_rope_of_bf16_input_is_bf16_and_matches_fp32_to_bf16_rounding():
 
 
 def test_demo_shows_the_mask_properties_and_exact_cached_decoding():
+    before = torch.get_rng_state()
     r = demo()
+    assert torch.equal(torch.get_rng_state(), before)  # the demo leaves the global RNG alone
     torch.testing.assert_close(r["row_sums"], torch.ones_like(r["row_sums"]), atol=1e-6, rtol=0)
     assert r["max_above_diagonal"] == 0.0
     assert r["cached_vs_full"] < 1e-5
