@@ -72,7 +72,7 @@ def main() -> None:
         print(f"   appending a token changes earlier outputs by at most {prefix_change(model, text):.2e}")
         if model.config.causal:
             print(f"   cached decode vs one full pass: max |difference| {cached_vs_full(model, text):.2e}")
-        print(f"   sample (temperature 0.8, top_k 200, seed 1337):\n" + "\n".join(
+        print("   sample (temperature 0.8, top_k 200, seed 1337):\n" + "\n".join(
             "   | " + line for line in text_out.splitlines()))
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.attention import attention_weights, repeat_kv, rope_tables
+from model.attention import repeat_kv, rope_tables
 from model.gpt import GPT, GPTConfig
 from viz import DPI, figure_inches, plot_attention
 
