@@ -12,35 +12,44 @@ which then decode together, one token per step, through the KV cache.
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import Any, Optional, TextIO
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from checkpoint import CheckpointError, checkpoint_path, load_checkpoint
-from configs.schema import SampleConfig, register_configs
-from data.config import DataError
 from data.tokenizers import tokenizer_from_meta
-from devices import DeviceError, autocast, resolve_device, resolve_dtype
-from model.gpt import GPT, GPTConfig, check_sampling_args
+from model.generate import check_sampling_args, generate_tokens
+from model.gpt import GPT, GPTConfig
+from runtime.checkpoint import find_checkpoint, load_checkpoint
+from runtime.config import run_command
+from runtime.devices import autocast, resolve_device, resolve_dtype
+from runtime.errors import UserError
 
 
-class SampleError(Exception):
+@dataclass
+class SampleConfig:
+    ckpt: Optional[str] = None  # a run folder (its best.pt, else last.pt) or a .pt file; None: the newest run
+    runs_dir: str = "outputs"  # where train.py's run folders are, to find the newest one
+    prompt: str = ""  # the text to continue, or FILE:path; "" starts from the start token (see README)
+    num_samples: int = 1  # samples of the prompt: one prefill, then decoded together
+    max_new_tokens: int = 500
+    temperature: float = 0.8  # 0 is greedy
+    top_k: Optional[int] = 200
+    top_p: Optional[float] = None
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "auto"  # auto: bf16 on CUDA, fp32 elsewhere
+    stream: bool = True  # print tokens as they come (with num_samples=1)
+    stop: Any = None  # a string or a list of strings: a sample ends before the first one
+    use_cache: bool = True
+    attention_plot: Optional[str] = None  # a .png path: heatmaps of the attention weights of sample 0
+    attention_layer: Optional[int] = None  # only this layer in the picture; None: every layer
+    attention_tokens: int = 48  # the picture shows the first this many tokens (prompt, then generated)
+
+
+class SampleError(UserError):
     """Bad input to sample.py. The message says what to do; sample.py exits with code 2."""
-
-
-def find_checkpoint(ckpt: Optional[str], runs_dir: str) -> Path:
-    """ckpt as given (a run directory means its best.pt, else last.pt), or the newest run's."""
-    if ckpt is None:
-        runs = sorted(Path(runs_dir).rglob("checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
-        if not runs:
-            raise SampleError(f"no runs under {runs_dir}/: train one (python train.py ...) or give ckpt=PATH")
-        ckpt = str(runs[-1].parent.parent)
-    path = Path(ckpt).expanduser()
-    if path.is_dir() and (path / "checkpoints" / "best.pt").exists():
-        return path / "checkpoints" / "best.pt"
-    return checkpoint_path(path)
 
 
 def load_model(path: Path, device: torch.device) -> tuple[GPT, object]:
@@ -125,14 +134,13 @@ class Completion:
         return text.rstrip("\ufffd")
 
 
-def sample(cfg: DictConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> list[str]:
+def sample(cfg: SampleConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> list[str]:
     """Generate cfg.num_samples texts (prompt + continuation); print them to out, speeds to err."""
-    cfg: SampleConfig = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
     check_config(cfg)
     stops = stop_strings(cfg.stop)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    path = find_checkpoint(cfg.ckpt, cfg.runs_dir)
+    path = find_checkpoint(cfg.ckpt, prefer="best.pt", runs_dir=cfg.runs_dir)
     model, tokenizer = load_model(path, device)
     if cfg.attention_layer is not None and not 0 <= cfg.attention_layer < model.config.n_layer:
         raise SampleError(f"attention_layer={cfg.attention_layer}: the model has layers 0..{model.config.n_layer - 1}")
@@ -147,7 +155,7 @@ def sample(cfg: DictConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
     if len(ids) > model.config.block_size:
         raise SampleError(f"the prompt is {len(ids)} tokens, longer than the model's context of "
                           f"{model.config.block_size}: shorten it")
-    idx = torch.tensor([ids] * cfg.num_samples, dtype=torch.long, device=device)  # (num_samples, T0)
+    idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T0)
     generator = torch.Generator(device).manual_seed(cfg.seed)
     completions = [Completion(tokenizer, stops) for _ in range(cfg.num_samples)]
     streaming = cfg.stream and cfg.num_samples == 1
@@ -159,8 +167,8 @@ def sample(cfg: DictConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
     t0 = time.perf_counter()
     t_first, steps = None, 0
     with autocast(device, dtype):
-        for token in model.generate_tokens(idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                                           top_p=cfg.top_p, generator=generator, use_cache=use_cache):
+        for token in generate_tokens(model, idx, cfg.max_new_tokens, cfg.num_samples, temperature=cfg.temperature,
+                                     top_k=cfg.top_k, top_p=cfg.top_p, generator=generator, use_cache=use_cache):
             steps += 1
             new = token[:, 0].tolist()  # waits for the device: timings below are real on a GPU too
             if t_first is None:
@@ -186,7 +194,7 @@ def sample(cfg: DictConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
     if t_first is not None:
         B = cfg.num_samples
         prefill_s, decode_s = t_first - t0, t_end - t_first
-        shared = f", once for {B} samples" if use_cache and B > 1 else ""  # model.generate_tokens shares it
+        shared = f", once for {B} samples" if use_cache and B > 1 else ""  # generate_tokens shares it
         err.write(f"prefill: {len(ids)} tokens in {prefill_s * 1e3:.1f} ms ({len(ids) / prefill_s:,.0f} tokens/s{shared}); "
                   f"decode: {(steps - 1) * B} tokens in {decode_s:.2f} s "
                   f"({(steps - 1) * B / max(decode_s, 1e-9):,.0f} tokens/s){'' if use_cache else ' without the KV cache'}\n")
@@ -197,7 +205,7 @@ def sample(cfg: DictConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr) 
 
 def save_attention_plot(model: GPT, tokens: list[int], tokenizer, cfg: SampleConfig, err: TextIO) -> None:
     """Heatmaps of every head's attention over the first tokens of sample 0 (prompt, then generated)."""
-    from viz import plot_attention
+    from runtime.plots import plot_attention
 
     tokens = tokens[: min(cfg.attention_tokens, model.config.block_size)]
     idx = torch.tensor([tokens], device=next(model.parameters()).device)
@@ -209,19 +217,7 @@ def save_attention_plot(model: GPT, tokens: list[int], tokenizer, cfg: SampleCon
 
 
 def main() -> None:
-    import hydra
-
-    register_configs()
-
-    @hydra.main(version_base="1.3", config_path="configs", config_name="sample")
-    def run(cfg: DictConfig) -> None:
-        try:
-            sample(cfg)
-        except (SampleError, CheckpointError, DataError, DeviceError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-
-    run()
+    run_command("sample", SampleConfig, lambda cfg, overrides: sample(cfg))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The O(T^2) cost of attention: time and peak memory of one causal attention pass versus length T.
 
-    python bench/attention_scaling.py [--lengths 256 512 1024 2048 4096 8192] [--heads 4] [--head-dim 64]
+    python -m bench.attention_scaling [--lengths 256 512 1024 2048 4096 8192] [--heads 4] [--head-dim 64]
 
 For each T, the spelled-out path (`impl="explicit"`: it stores the T x T weights) and SDPA's fused
 kernel (`impl="sdpa"`) run one forward, and one forward + backward, on q, k, v of shape (1, H, T, D) in
@@ -15,14 +15,13 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
+from dataclasses import replace
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from model.attention import attention  # noqa: E402
-from model.gpt import GPT, GPTConfig  # noqa: E402
+from bench import model_config
+from model.attention import attention
+from model.gpt import GPT, GPTConfig
 
 
 def peak_rss_bytes() -> int:
@@ -49,17 +48,18 @@ def measure(impl: str, T: int, H: int, D: int, backward: bool) -> dict:
 def kv_cache_table() -> list[tuple[str, int, int, str]]:
     """Bytes per token of the KV cache: 2 (K and V) x layers x Hkv x D x bytes per number."""
     rows = []
-    shapes = [("baby GPT (6 layers, 6 heads, D 64), fp32", dict(n_layer=6, n_head=6, n_embd=384), torch.float32,
-               (6, 2, 1)),
-              ("Llama-2-7B shape (32 layers, 32 heads, D 128), bf16",
-               dict(n_layer=32, n_head=32, n_embd=4096), torch.bfloat16, (32, 8, 1))]
+    baby = model_config("small", vocab_size=256, block_size=1024)
+    llama2_7b = GPTConfig(vocab_size=256, block_size=1024, n_layer=32, n_head=32, n_embd=4096)  # Llama-2-7B's shape
+    shapes = [(f"baby GPT ({baby.n_layer} layers, {baby.n_head} heads, D {baby.head_dim}), fp32", baby, torch.float32,
+               (baby.n_head, 2, 1)),
+              ("Llama-2-7B shape (32 layers, 32 heads, D 128), bf16", llama2_7b, torch.bfloat16, (32, 8, 1))]
     for name, shape, dtype, kv_heads in shapes:
         for kv in kv_heads:
             with torch.device("meta"):  # shapes only
-                model = GPT(GPTConfig(vocab_size=256, block_size=1024, n_kv_head=kv, **shape))
+                model = GPT(replace(shape, n_kv_head=kv))
                 caches = model.new_kv_caches(1, max_len=1024, dtype=dtype)
             per_token = sum(c.k.numel() * c.k.element_size() + c.v.numel() * c.v.element_size() for c in caches) // 1024
-            label = "multi-head" if kv == shape["n_head"] else "multi-query" if kv == 1 else "grouped-query"
+            label = "multi-head" if kv == shape.n_head else "multi-query" if kv == 1 else "grouped-query"
             rows.append((name, kv, per_token, label))
     return rows
 
@@ -85,8 +85,9 @@ def main() -> None:
         r = {}
         for impl in ("explicit", "sdpa"):
             for backward in (False, True):
-                out = subprocess.run([sys.executable, __file__, "--heads", str(H), "--head-dim", str(D), "--one",
-                                      impl, str(T), str(int(backward))], capture_output=True, text=True, check=True)
+                out = subprocess.run([sys.executable, "-m", "bench.attention_scaling", "--heads", str(H),
+                                      "--head-dim", str(D), "--one", impl, str(T), str(int(backward))],
+                                     capture_output=True, text=True, check=True)
                 r[impl, backward] = json.loads(out.stdout.strip().splitlines()[-1])
         mib = lambda b: f"{b / 2**20:,.0f} MiB"  # noqa: E731
         print(f"{T:>6} | {mib(4 * H * T * T):>13} | {r['explicit', False]['seconds']:>10.3f} s | "

@@ -1,6 +1,6 @@
 """How fast the data pipeline is, next to how fast training consumes it.
 
-    python bench/data_throughput.py [--batch-size 64] [--block-size 256] [--train-steps 3]
+    python -m bench.data_throughput [--batch-size 64] [--block-size 256] [--train-steps 3]
 
 Prints: preparation time of Tiny Shakespeare for both tokenizers (download excluded: the file must be
 at data/tinyshakespeare/input.txt, which `python -m data.prepare` puts there), batches per second of
@@ -17,13 +17,11 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from data.config import DataConfig, data_root  # noqa: E402
-from data.loader import BatchSampler  # noqa: E402
-from data.prepare import prepare  # noqa: E402
-from model import GPT, GPTConfig  # noqa: E402
+from bench import model_config
+from data.config import DataConfig, data_root
+from data.loader import BatchSampler
+from data.prepare import prepare
+from model.gpt import GPT
 
 
 def time_preparation(source: Path) -> dict[str, float]:
@@ -49,7 +47,7 @@ def sampler_batches_per_second(data_dir: Path, batch_size: int, block_size: int,
 
 
 def training_batches_per_second(batch_size: int, block_size: int, steps: int) -> float:
-    model = GPT(GPTConfig(vocab_size=65, block_size=block_size, n_layer=6, n_head=6, n_embd=384))
+    model = GPT(model_config("small", block_size=block_size))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randint(0, 65, (batch_size, block_size))
 

@@ -2,11 +2,11 @@
 
     python train.py experiment=shakespeare_char_cpu     # the causal model
     python train.py experiment=peek                     # the same, with model.causal=false
-    python bench/peek_report.py CAUSAL_RUN_DIR PEEK_RUN_DIR
+    python -m bench.peek_report CAUSAL_RUN_DIR PEEK_RUN_DIR
 
 For each run: its last training and validation losses (metrics.jsonl); a sample from the same prompt
-and seed; how much its outputs at the first 63 positions of a validation text change when the 64th
-token is appended (the causal model: not at all, so cached keys and values stay right; the other:
+and seed; how much its outputs at the first T-1 positions of a validation text change when token T
+is appended (T: 64, or the model's context if shorter) (the causal model: not at all, so cached keys and values stay right; the other:
 everywhere, so a cache would be stale); and, for the causal model, how far decoding that text token by
 token through the KV cache is from one full pass.
 """
@@ -14,18 +14,15 @@ token through the KV cache is from one full pass.
 import argparse
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from checkpoint import load_checkpoint  # noqa: E402
-from data.config import DataConfig, dataset_dir  # noqa: E402
-from sample import load_model, sample  # noqa: E402
-from configs.schema import SampleConfig  # noqa: E402
+from data.config import DataConfig, dataset_dir
+from data.prepare import split_file
+from runtime.checkpoint import find_checkpoint, load_checkpoint
+from sample import SampleConfig, load_model, sample
 
 
 def last_losses(run_dir: Path) -> tuple[float, float, float]:
@@ -55,17 +52,20 @@ def main() -> None:
     p.add_argument("--prompt", default="ROMEO:")
     p.add_argument("--tokens", type=int, default=200)
     args = p.parse_args()
-    state = load_checkpoint(args.causal_run / "checkpoints" / "last.pt")
-    val = np.fromfile(dataset_dir(DataConfig(**{k: v for k, v in state["config"]["data"].items()})) / "val.bin",
-                      dtype=np.uint16)
-    text = torch.from_numpy(val[:64].astype(np.int64))[None]  # (1, 64): the start of the validation text
+    state = load_checkpoint(find_checkpoint(args.causal_run))
+    data_dir = dataset_dir(DataConfig(**state["config"]["data"]))
+    path, dtype, _ = split_file(data_dir, "val", state["data_meta"])
+    val = np.fromfile(path, dtype=dtype)
 
     for name, run in (("causal (experiment=shakespeare_char_cpu)", args.causal_run),
                       ("peek (experiment=peek, causal=false)", args.peek_run)):
-        model, _ = load_model(run / "checkpoints" / "last.pt", torch.device("cpu"))
+        ckpt = find_checkpoint(run)
+        model, _ = load_model(ckpt, torch.device("cpu"))
+        T = min(64, model.config.block_size)
+        text = torch.from_numpy(val[:T].astype(np.int64))[None]  # (1, T): the start of the validation text
         last_train, eval_train, eval_val = last_losses(run)
         out, err = io.StringIO(), io.StringIO()
-        text_out = sample(SampleConfig(ckpt=str(run / "checkpoints" / "last.pt"), prompt=args.prompt,
+        text_out = sample(SampleConfig(ckpt=str(ckpt), prompt=args.prompt,
                                        max_new_tokens=args.tokens, stream=False), out, err)[0]
         print(f"== {name}: {run}")
         print(f"   losses: last training step {last_train:.4f}; evaluation: train {eval_train:.4f}, val {eval_val:.4f}")

@@ -1,6 +1,6 @@
 """Decode speed at batch 1: ropegpt with and without the KV cache, and transformers' Llama.
 
-    python bench/sample_speed.py [--contexts 1 256 1024] [--new-tokens 64]
+    python -m bench.sample_speed [--contexts 1 256 1024] [--new-tokens 64]
 
 The baby GPT's shape (6 layers, 6 heads, width 384, SwiGLU hidden 1024, vocabulary 65) with random
 weights, fp32, on this machine's CPU. Decode speed counts the tokens after the first: the prompt's
@@ -11,22 +11,18 @@ biases), run through `generate(..., use_cache=True)`, greedy.
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from model.gpt import GPT, GPTConfig  # noqa: E402
-
-SHAPE = dict(vocab_size=65, n_layer=6, n_head=6, n_embd=384)
+from bench import model_config
+from model.generate import generate_tokens
+from model.gpt import GPT, GPTConfig
 
 
 def ropegpt_decode(model: GPT, prompt: torch.Tensor, new_tokens: int, use_cache: bool) -> float:
     """Tokens/s of the decode phase: from the first sampled token to the last."""
-    stream = model.generate_tokens(prompt, new_tokens, temperature=0, use_cache=use_cache)
+    stream = generate_tokens(model, prompt, new_tokens, temperature=0, use_cache=use_cache)
     next(stream)  # prefill and the first token
     t0 = time.perf_counter()
     n = sum(1 for _ in stream)
@@ -64,13 +60,14 @@ def llama_decode(model, prompt: torch.Tensor, new_tokens: int) -> float:
     return (new_tokens - 1) / (timed(new_tokens) - timed(1))
 
 
-def build_llama(max_len: int, hidden: int):
+def build_llama(c: GPTConfig):
+    """transformers' Llama of the same shape (random weights)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=SHAPE["vocab_size"], hidden_size=SHAPE["n_embd"], intermediate_size=hidden,
-                      num_hidden_layers=SHAPE["n_layer"], num_attention_heads=SHAPE["n_head"],
-                      num_key_value_heads=SHAPE["n_head"], max_position_embeddings=max_len,
-                      rope_theta=10000.0, tie_word_embeddings=False, attention_bias=False, mlp_bias=False)
+    cfg = LlamaConfig(vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=c.hidden,
+                      num_hidden_layers=c.n_layer, num_attention_heads=c.n_head,
+                      num_key_value_heads=c.kv_heads, max_position_embeddings=c.block_size,
+                      rope_theta=c.rope_base, tie_word_embeddings=c.tie_weights, attention_bias=False, mlp_bias=False)
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -83,11 +80,11 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(0)
     max_len = max(args.contexts) + args.new_tokens
-    model = GPT(GPTConfig(block_size=max_len, **SHAPE)).eval()  # a context long enough never to slide
+    model = GPT(model_config("small", block_size=max_len)).eval()  # a context long enough never to slide
     try:
         import transformers
 
-        llama = build_llama(max_len, model.config.hidden)
+        llama = build_llama(model.config)
         version = f"transformers {transformers.__version__}"
     except ImportError:
         llama, version = None, "transformers not installed"
@@ -98,7 +95,7 @@ def main() -> None:
     print(f"{'context':>8} | {'ropegpt, cache':>15} | {'ropegpt, no cache':>18} | {'Llama (transformers)':>20} | "
           f"{'cache / Llama':>13} | {'cache / no cache':>16}")
     for context in args.contexts:
-        prompt = torch.randint(0, SHAPE["vocab_size"], (1, context))
+        prompt = torch.randint(0, model.config.vocab_size, (1, context))
         ropegpt_decode(model, prompt, 8, True)  # warm-up
 
         def median(measure) -> float:

@@ -1,7 +1,7 @@
 """Training throughput (tokens/s) and MFU on this machine, in fp32 and bf16 autocast.
 
-    python bench/train_throughput.py                      # model=small, batch 64, context 256
-    python bench/train_throughput.py model=mini batch_size=32 --steps 20
+    python -m bench.train_throughput                      # model=small, batch 64, context 256
+    python -m bench.train_throughput model=mini batch_size=32 --steps 20
 
 Times full optimizer steps (forward, backward, AdamW) on random tokens after warm-up steps, with the
 model built from the same configs as train.py. MFU is measured against this machine's matmul peak,
@@ -9,17 +9,15 @@ which the script also measures (a large square matmul in each dtype), or against
 """
 
 import argparse
-import sys
 import time
 from contextlib import nullcontext
-from pathlib import Path
+from dataclasses import asdict
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from model.gpt import GPT, GPTConfig  # noqa: E402
-from train import build_optimizer, compose_config, forward_backward  # noqa: E402
+from model.gpt import GPT, GPTConfig
+from runtime.config import compose
+from train import TrainConfig, build_optimizer, forward_backward
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
@@ -34,7 +32,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> floa
 
 def tokens_per_second(cfg, dtype: torch.dtype, steps: int, warmup: int) -> float:
     torch.manual_seed(0)
-    model = GPT(GPTConfig(**{**cfg.model, "vocab_size": 65}))
+    model = GPT(GPTConfig(**{**asdict(cfg.model), "vocab_size": 65}))
     opt = build_optimizer(model, cfg.optim, torch.device("cpu"))
     B, T = cfg.batch_size, cfg.model.block_size
     micro = cfg.micro_batch_size or B
@@ -63,8 +61,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--peak-tflops", type=float, nargs=2, metavar=("FP32", "BF16"))
     args = p.parse_args()
-    cfg = compose_config(args.overrides or ["model=small", "batch_size=64"])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; model {dict(cfg.model)}; "
+    cfg = compose("train", TrainConfig, args.overrides or ["model=small", "batch_size=64"])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; model {asdict(cfg.model)}; "
           f"batch {cfg.batch_size} x context {cfg.model.block_size}")
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         peak = (args.peak_tflops[name == "bf16"] * 1e12) if args.peak_tflops else matmul_peak(dtype)

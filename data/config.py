@@ -4,12 +4,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from runtime.errors import UserError
+
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 TOKENIZERS = ("char", "gpt2")
 
 
-class DataError(Exception):
+class DataError(UserError):
     """Bad or missing data. The message says what is wrong and what to do; scripts exit with code 2."""
 
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import os
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,13 @@ from data.tokenizers import tokenizer_for_corpus
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+
+
+@dataclass
+class PrepareConfig:
+    """The settings of `python -m data.prepare`: which dataset (configs/data/*.yaml) to prepare."""
+
+    data: DataConfig = field(default_factory=DataConfig)
 
 
 def source_files(cfg: DataConfig) -> list[Path]:
@@ -143,23 +150,9 @@ def summary(meta: dict) -> str:
 
 
 def main() -> None:
-    import hydra
-    from omegaconf import OmegaConf
+    from runtime.config import run_command
 
-    from configs.schema import register_configs
-
-    register_configs()
-
-    @hydra.main(version_base="1.3", config_path="../configs", config_name="prepare")
-    def run(cfg) -> None:
-        data_cfg: DataConfig = OmegaConf.to_object(cfg.data)
-        try:
-            prepare(data_cfg)  # logs what it did
-        except DataError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-
-    run()
+    run_command("prepare", PrepareConfig, lambda cfg, overrides: prepare(cfg.data))
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ Notation (the letters used in every shape comment)
     S    keys attended to, S = P + T
     C    model width (n_embd)
     H    query heads (n_head)
-    Hkv  key/value heads (n_kv_head); H % Hkv == 0 and G = H // Hkv query heads share one K/V head
+    Hkv  key/value heads (n_kv_head), a divisor of H
     D    head width, D = C // H
-    G    query heads per K/V head, G = H // Hkv
+    G    query heads that share one K/V head, G = H // Hkv
     M    the causal mask, (T, S); max_len: how many positions a KV cache has room for
 
 The computation, for an input x of shape (B, T, C) whose first token is at absolute position P:
@@ -24,6 +24,15 @@ The computation, for an input x of shape (B, T, C) whose first token is at absol
     (6) A = softmax(scores)                    over the keys; every row sums to 1, zero where masked
     (7) y = A V                                (B, H, T, D)
     (8) out = concat_heads(y) W_O              (B, T, C)
+
+Why divide by sqrt(D) in (5). If the D components of a query and a key are independent with mean 0
+and variance 1, their dot product is a sum of D such products: mean 0, variance D. Without the
+scaling, scores grow like sqrt(D), the softmax saturates to almost one-hot weights and its gradients
+vanish; dividing by sqrt(D) keeps the scores at unit variance whatever the head width.
+
+The mask in (5) is additive: 0 keeps a score, -inf removes it, since e^-inf = 0 after the softmax.
+`causal_mask` returns the same information as booleans (True where M is 0, False where it is -inf);
+`attention_weights` turns False into -inf with masked_fill, and SDPA accepts the boolean form as is.
 
 Steps (4)-(7) are written out by hand in `attention(..., impl="explicit")` and done by one fused
 kernel in `attention(..., impl="sdpa")`: torch's scaled_dot_product_attention, which picks its kernel
@@ -203,13 +212,14 @@ class KVCache:
     def reset(self) -> None:
         self.length = 0
 
-    def repeat_batch(self, batch_size: int) -> "KVCache":
-        """This batch-1 cache copied into batch_size rows: one prefilled prompt, several continuations."""
-        assert self.k.size(0) == 1, "only a batch-1 cache is repeated"
-        out = KVCache.__new__(KVCache)
-        out.k = self.k.repeat(batch_size, 1, 1, 1)  # (1, Hkv, max_len, D) -> (B, Hkv, max_len, D)
-        out.v = self.v.repeat(batch_size, 1, 1, 1)  # (B, Hkv, max_len, D)
-        out.max_len, out.length = self.max_len, self.length
+    def repeat_batch(self, n: int) -> "KVCache":
+        """A new cache whose rows are this one's, each repeated n times (row b -> rows b*n .. b*n + n-1):
+        one prefilled prompt, n continuations."""
+        B, Hkv, max_len, D = self.k.shape
+        out = KVCache(B * n, Hkv, max_len, D, self.k.device, self.k.dtype)
+        out.k.copy_(self.k.repeat_interleave(n, dim=0))  # (B, Hkv, max_len, D) -> (B * n, Hkv, max_len, D)
+        out.v.copy_(self.v.repeat_interleave(n, dim=0))  # (B * n, Hkv, max_len, D)
+        out.length = self.length
         return out
 
 

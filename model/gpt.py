@@ -4,12 +4,13 @@
 
 Pre-norm blocks, RMSNorm with a learnable scale, RoPE inside attention (no position embedding table),
 a SwiGLU MLP, no biases anywhere, and an LM head that can share its weight with the token embedding.
-Shape letters as in model/attention.py, plus V for the vocabulary size.
+Shape letters as in model/attention.py, plus V for the vocabulary size. This file is the architecture;
+how the model writes text, one token at a time through the KV cache, is model/generate.py.
 """
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -203,64 +204,6 @@ class GPT(nn.Module):
         return [b.attn.new_cache(batch_size, max_len, device, dtype) for b in self.blocks]
 
     # ------------------------------------------------------------------------------------------
-    # Generation
-    # ------------------------------------------------------------------------------------------
-
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
-        """Append max_new_tokens sampled tokens to idx (B, T0); returns (B, T0 + max_new_tokens).
-
-        Keyword arguments as for `generate_tokens`. Call model.eval() first.
-        """
-        new = list(self.generate_tokens(idx, max_new_tokens, **kwargs))  # max_new_tokens x (B, 1)
-        return torch.cat([idx, *new], dim=1)
-
-    @torch.inference_mode()
-    def generate_tokens(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                        top_k: Optional[int] = None, top_p: Optional[float] = None,
-                        generator: Optional[torch.Generator] = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
-        """Yield max_new_tokens tokens, (B, 1) each, sampled one after the other after the prompt idx (B, T0).
-
-        The model reads a window idx[:, s:] of the sequence, at most block_size tokens; `slide_window`
-        says where it starts. With use_cache=True the window is prefilled once (once for all rows when
-        they hold the same prompt), then each new token goes through the KV cache alone; when the window would outgrow block_size, the cache is emptied and
-        the last 3/4 block_size tokens are prefilled again. use_cache=False recomputes the same window
-        from scratch for every token (kept to compare against: the tokens are the same).
-        generator: a torch.Generator on the model's device (torch.multinomial requires it there).
-        """
-        check_sampling_args(temperature, top_k, top_p)
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0")
-        B, T0 = idx.shape
-        start = slide_window(0, T0, self.config.block_size)
-        caches = None
-        if not use_cache:
-            logits, _ = self(idx[:, start:])  # (B, T0 - start, V)
-        elif B > 1 and bool((idx == idx[:1]).all()):  # samples of one prompt: prefill it once
-            caches = self.new_kv_caches(1, min(self.config.block_size, T0 + max_new_tokens))
-            logits, _ = self(idx[:1, start:], kv_caches=caches)  # prefill: (1, T0 - start, V)
-            caches = [cache.repeat_batch(B) for cache in caches]
-            logits = logits.expand(B, -1, -1)  # (B, T0 - start, V)
-        else:
-            caches = self.new_kv_caches(B, min(self.config.block_size, T0 + max_new_tokens))
-            logits, _ = self(idx[:, start:], kv_caches=caches)  # prefill: (B, T0 - start, V)
-        for i in range(max_new_tokens):
-            next_token = sample_next_token(logits[:, -1], temperature, top_k, top_p, generator)  # (B, 1)
-            yield next_token
-            if i + 1 == max_new_tokens:
-                break
-            idx = torch.cat([idx, next_token], dim=1)  # (B, L)
-            new_start = slide_window(start, idx.size(1), self.config.block_size)
-            if caches is None:
-                logits, _ = self(idx[:, new_start:])  # the whole window, from scratch
-            elif new_start != start:
-                for cache in caches:
-                    cache.reset()
-                logits, _ = self(idx[:, new_start:], kv_caches=caches)  # prefill the slid window again
-            else:
-                logits, _ = self(next_token, kv_caches=caches)  # decode: (B, 1, V)
-            start = new_start
-
-    # ------------------------------------------------------------------------------------------
     # Accounting
     # ------------------------------------------------------------------------------------------
 
@@ -288,49 +231,3 @@ class GPT(nn.Module):
         """
         c = self.config
         return 6 * self.matmul_params() + 12 * c.n_layer * c.n_head * c.head_dim * seq_len
-
-
-def slide_window(start: int, length: int, block_size: int) -> int:
-    """Where the window the model reads starts, for a sequence of `length` tokens.
-
-    It stays put while the window idx[start:length] fits in block_size tokens; once it would not, it
-    jumps so that the last 3/4 block_size tokens remain: the next block_size / 4 tokens then decode
-    through the KV cache before the next jump.
-    """
-    if length - start <= block_size:
-        return start
-    return length - (block_size - block_size // 4)
-
-
-def check_sampling_args(temperature: float, top_k: Optional[int], top_p: Optional[float]) -> None:
-    if temperature < 0:
-        raise ValueError(f"temperature={temperature} must be >= 0 (0 means greedy)")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k={top_k} must be >= 1 (or None to keep every token)")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p={top_p} must be in (0, 1] (or None to keep every token)")
-
-
-def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
-                      top_p: Optional[float] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Pick one token per row of logits (B, V); returns (B, 1).
-
-    temperature 0 is greedy (argmax). Otherwise: divide by the temperature, keep the top_k most likely
-    tokens, then the smallest set whose probability reaches top_p (nucleus sampling), renormalise, sample.
-    """
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float()
-    # subtract the max first: with a tiny temperature the largest logit stays 0 instead of overflowing
-    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature  # (B, V)
-    if top_k is not None and top_k < logits.size(-1):
-        top = torch.topk(logits, top_k, dim=-1)  # by index, so ties never let more than k through
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, top.indices, top.values)
-    probs = torch.softmax(logits, dim=-1)  # (B, V)
-    if top_p is not None and top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V) each
-        # drop a token when the tokens more likely than it already reach top_p; the first always stays
-        drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)  # back to vocabulary order
-    return torch.multinomial(probs, num_samples=1, generator=generator)

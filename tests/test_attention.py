@@ -7,8 +7,16 @@ import sys
 import pytest
 import torch
 
-from model.attention import (CausalSelfAttention, KVCache, apply_rope, attention, attention_weights,
-                             causal_mask, demo, rope_tables)
+from model.attention import (
+    CausalSelfAttention,
+    KVCache,
+    apply_rope,
+    attention,
+    attention_weights,
+    causal_mask,
+    demo,
+    rope_tables,
+)
 
 # fp32 outputs of two algebraically equal computations agree to a few ulps of the largest value
 ATOL, RTOL = 1e-5, 1e-5
@@ -302,3 +310,13 @@ def test_python_dash_m_model_attention_prints_the_demo():
     out = subprocess.run([sys.executable, "-m", "model.attention"], capture_output=True, text=True, check=True)
     assert "the causal mask" in out.stdout and "-inf" in out.stdout
     assert "KV cache vs one full pass" in out.stdout
+
+
+@pytest.mark.parametrize("D", [16, 64, 256])
+def test_dividing_by_sqrt_d_keeps_the_scores_at_unit_variance(D):
+    """Step (5)'s scaling: q.k of unit-variance components has variance D; q.k / sqrt(D) has variance 1."""
+    g = torch.Generator().manual_seed(D)
+    q, k = torch.randn(20000, D, generator=g), torch.randn(20000, D, generator=g)
+    dots = (q * k).sum(-1)  # (20000,)
+    assert abs(dots.var().item() / D - 1) < 0.05  # the standard error of a variance over 20000 samples is 1%
+    assert abs((dots / math.sqrt(D)).var().item() - 1) < 0.05

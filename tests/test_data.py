@@ -5,7 +5,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -19,8 +18,7 @@ from data.download import download
 from data.loader import BatchSampler, fixed_batches
 from data.prepare import load_meta, prepare
 from data.tokenizers import CharTokenizer, GPT2Tokenizer, tokenizer_from_meta
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import run_command
 
 
 def shakespeare(root: Path, tokenizer: str = "char") -> DataConfig:
@@ -341,8 +339,7 @@ def test_an_unknown_tokenizer_is_refused_before_anything_is_touched(data_root):
 
 
 def run_prepare(*overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "data.prepare", *overrides], cwd=REPO,
-                          capture_output=True, text=True)
+    return run_command("-m", "data.prepare", *overrides)
 
 
 def test_prepare_command_exits_2_with_the_message_and_no_traceback(tmp_path):

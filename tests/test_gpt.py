@@ -2,26 +2,16 @@
 
 import ast
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from model.gpt import GPT, GPTConfig, sample_next_token, slide_window
+from model.gpt import GPT, GPTConfig
+from tests.helpers import REPO
+from tests.helpers import tiny_model as tiny
 
 ATOL, RTOL = 1e-5, 1e-5
-
-
-def tiny(**overrides) -> GPT:
-    cfg = dict(vocab_size=65, block_size=32, n_layer=2, n_head=4, n_kv_head=2, n_embd=64)
-    cfg.update(overrides)
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(**cfg)).eval()
-    if not model.config.tie_weights:
-        # the untied head starts at zero, which would make every logit comparison below vacuous
-        torch.nn.init.normal_(model.lm_head.weight, std=0.02)
-    return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,38 +128,7 @@ def test_sequence_longer_than_block_size_raises_a_clear_error():
         model(torch.zeros(1, 9, dtype=torch.long))
 
 
-@pytest.mark.parametrize("prompt_len", [1, 5], ids=["one-token prompt", "five-token prompt"])
-def test_greedy_generation_with_and_without_the_cache_is_identical(prompt_len):
-    model = tiny()
-    prompt = torch.randint(0, 65, (2, prompt_len))
-    with_cache = model.generate(prompt, 20, temperature=0, use_cache=True)
-    without = model.generate(prompt, 20, temperature=0, use_cache=False)
-    assert with_cache.shape == (2, prompt_len + 20)
-    assert torch.equal(with_cache, without)
-    assert torch.equal(with_cache[:, :prompt_len], prompt)
-
-
-def test_the_window_slides_by_a_quarter_of_block_size_once_full():
-    assert [slide_window(0, L, 8) for L in (1, 8)] == [0, 0]
-    assert slide_window(0, 9, 8) == 3  # 6 = 3/4 * 8 tokens remain: positions 3..8
-    assert slide_window(3, 11, 8) == 3 and slide_window(3, 12, 8) == 6
-
-
-@pytest.mark.parametrize("use_cache", [True, False], ids=["cached", "recomputed"])
-def test_generation_past_block_size_equals_recomputing_the_window_from_scratch(use_cache):
-    """Each token is the greedy choice of a fresh full pass over its window idx[start:], however made."""
-    model = tiny(block_size=8)
-    out = model.generate(torch.randint(0, 65, (2, 5)), 20, temperature=0, use_cache=use_cache)
-    assert out.shape == (2, 25)
-    start = 0
-    with torch.no_grad():
-        for L in range(5, 25):  # token L follows the window of the first L tokens
-            start = slide_window(start, L, 8)
-            logits, _ = model(out[:, start:L])
-            assert torch.equal(out[:, L], logits[:, -1].argmax(-1)), (L, start)
-
-
-def test_generation_under_bf16_autocast_caches_bf16_keys_and_matches_the_full_pass():
+def test_decoding_under_bf16_autocast_caches_bf16_keys_and_matches_the_full_pass():
     model = tiny()
     x = torch.randint(0, 65, (2, 10))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -177,8 +136,6 @@ def test_generation_under_bf16_autocast_caches_bf16_keys_and_matches_the_full_pa
         assert caches[0].k.dtype == torch.bfloat16  # half the memory of fp32 keys
         full, _ = model(x)
         decoded = torch.cat([model(x[:, t : t + 1], kv_caches=caches)[0] for t in range(10)], 1)
-        out = model.generate(x[:, :3], 5, temperature=0)
-    assert out.shape == (2, 8)
     # bf16 keeps 8 bits of mantissa: the two orders of summation agree to a few bf16 ulps of the logits
     torch.testing.assert_close(decoded.float(), full.float(), atol=0.02, rtol=0.02)
 
@@ -189,89 +146,6 @@ def test_rope_base_from_the_config_reaches_attention():
     x = torch.randint(0, 65, (1, 16))
     with torch.no_grad():
         assert (model(x)[0] - other(x)[0]).abs().max() > 1e-4
-
-
-# ---------------------------------------------------------------------------------------------
-# Sampling controls
-# ---------------------------------------------------------------------------------------------
-
-
-def test_samples_of_one_prompt_share_a_single_prefill():
-    model = tiny()
-    shapes = []
-    model.tok_emb.register_forward_hook(lambda module, args, out: shapes.append(tuple(args[0].shape)))
-    prompt = torch.randint(0, 65, (1, 5)).repeat(3, 1)  # 3 samples of one prompt
-    shared = model.generate(prompt, 6, temperature=1.0, generator=torch.Generator().manual_seed(0))
-    assert shapes == [(1, 5)] + [(3, 1)] * 5  # one prefill of batch 1, then batched decoding
-    separate = model.generate(prompt, 6, temperature=1.0, generator=torch.Generator().manual_seed(0),
-                              use_cache=False)
-    assert torch.equal(shared, separate)  # the same samples as computing each row in full
-    assert len({tuple(row) for row in shared[:, 5:].tolist()}) > 1  # and the samples differ
-
-
-def test_a_seeded_generator_reproduces_a_sample():
-    model = tiny()
-    prompt = torch.randint(0, 65, (2, 3))
-    a = model.generate(prompt, 20, temperature=1.0, generator=torch.Generator().manual_seed(7))
-    b = model.generate(prompt, 20, temperature=1.0, generator=torch.Generator().manual_seed(7))
-    c = model.generate(prompt, 20, temperature=1.0, generator=torch.Generator().manual_seed(8))
-    assert torch.equal(a, b)
-    assert not torch.equal(a, c)
-
-
-def trained_tiny() -> GPT:
-    """Sharpen the tiny model's predictions a little so that greedy and sampling differ visibly."""
-    model = tiny().train()
-    x = torch.randint(0, 65, (4, 32), generator=torch.Generator().manual_seed(3))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(20):
-        loss = model(x, torch.roll(x, -1, 1))[1]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
-
-
-@pytest.mark.parametrize("controls", [dict(top_k=1), dict(top_p=1e-6), dict(temperature=1e-40)],
-                         ids=["top_k=1", "tiny top_p", "tiny temperature"])
-def test_top_k_one_and_a_tiny_top_p_equal_greedy(controls):
-    model = trained_tiny()
-    prompt = torch.randint(0, 65, (3, 2))
-    greedy = model.generate(prompt, 20, temperature=0)
-    sampled = model.generate(prompt, 20, **{"temperature": 1.5, **controls}, generator=torch.Generator().manual_seed(0))
-    free = model.generate(prompt, 20, temperature=1.5, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(sampled, greedy)
-    assert not torch.equal(free, greedy)  # without the control, the same seed does not give greedy
-
-
-def test_top_k_samples_only_among_the_k_most_likely_tokens():
-    logits = torch.randn(1, 65, generator=torch.Generator().manual_seed(0)).repeat(2000, 1)
-    picks = sample_next_token(logits, top_k=5, generator=torch.Generator().manual_seed(0))
-    allowed = set(torch.topk(logits[0], 5).indices.tolist())
-    assert set(picks.flatten().tolist()) == allowed  # all 5 occur in 2000 draws, nothing else
-
-
-def test_top_k_keeps_exactly_k_tokens_even_when_logits_tie():
-    logits = torch.tensor([[2.0, 2.0, 2.0, 0.0]]).repeat(1000, 1)
-    picks = sample_next_token(logits, top_k=1, generator=torch.Generator().manual_seed(0))
-    assert picks.unique().numel() == 1
-
-
-def test_top_p_keeps_the_smallest_set_reaching_p():
-    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
-    picks = sample_next_token(probs.log().repeat(4000, 1), top_p=0.75, generator=torch.Generator().manual_seed(0))
-    counts = torch.bincount(picks.flatten(), minlength=4).float() / 4000
-    assert counts[2] == 0 and counts[3] == 0  # 0.5 + 0.3 already reaches 0.75
-    assert abs(counts[0].item() - 0.5 / 0.8) < 0.03  # renormalised over {0, 1}; 3 sigma ~ 0.023
-
-
-@pytest.mark.parametrize("bad,match", [(dict(temperature=-1.0), "temperature"), (dict(top_k=0), "top_k"),
-                                       (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
-                                       (dict(max_new_tokens=-1), "max_new_tokens")])
-def test_invalid_sampling_controls_are_rejected(bad, match):
-    args = {"max_new_tokens": 3, **bad}
-    with pytest.raises(ValueError, match=match):
-        tiny().generate(torch.zeros(1, 1, dtype=torch.long), **args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,8 +167,8 @@ def test_invalid_configs_are_rejected_with_the_reason(bad, match):
 
 def test_model_package_imports_only_torch_and_the_standard_library():
     allowed = {"torch", "math", "dataclasses", "typing", "model"}
-    files = sorted((Path(__file__).resolve().parents[1] / "model").glob("*.py"))
-    assert {f.name for f in files} >= {"attention.py", "gpt.py"}
+    files = sorted((REPO / "model").glob("*.py"))
+    assert {f.name for f in files} >= {"attention.py", "gpt.py", "generate.py"}
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):

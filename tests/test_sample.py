@@ -1,55 +1,45 @@
 """sample.py: text from checkpoints, the cache across block_size, sampling controls, clear errors."""
 
+import dataclasses
 import io
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from checkpoint import save_checkpoint
-from data.tokenizers import CharTokenizer
-from model.gpt import GPT, GPTConfig
-from checkpoint import CheckpointError
 from data.config import DataError
-from sample import SampleError, sample
-from train import compose_config as compose_train
-from train import train
+from data.tokenizers import CharTokenizer
+from runtime.checkpoint import CheckpointError, save_checkpoint
+from runtime.config import compose
+from sample import SampleConfig, SampleError, sample, stop_strings
+from tests.helpers import REPO, run_command, tiny_model
+from train import TrainConfig, train
 
-REPO = Path(__file__).resolve().parent.parent
 CHARS = "\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     """A character-level checkpoint with a context of 16 whose weights are random but not flat."""
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=len(CHARS), block_size=16, n_layer=2, n_head=4, n_kv_head=2, n_embd=32))
+    model = tiny_model(vocab_size=len(CHARS), block_size=16, n_embd=32)
     torch.nn.init.normal_(model.lm_head.weight, std=0.5)  # peaked predictions: greedy and sampling differ
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint({"model_config": model.config.__dict__, "model": model.state_dict(),
+    save_checkpoint({"model_config": dataclasses.asdict(model.config), "model": model.state_dict(),
                      "data_meta": CharTokenizer(CHARS).meta()}, path)
     return path
 
 
 def run(ckpt: Path, *overrides: str, stream: bool = False) -> tuple[list[str], str, str]:
-    from hydra import compose, initialize_config_dir
-
-    from configs.schema import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("sample", overrides=[f"ckpt={ckpt}", f"stream={stream}", *overrides])
+    """sample.py in this process: texts, stdout, stderr."""
+    cfg = compose("sample", SampleConfig, [f"ckpt={ckpt}", f"stream={stream}", *overrides])
     out, err = io.StringIO(), io.StringIO()
     texts = sample(cfg, out, err)
     return texts, out.getvalue(), err.getvalue()
 
 
-def run_cli(*overrides: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "sample.py"), *overrides], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+def run_cli(*overrides: str, cwd: Path = REPO):
+    return run_command(str(REPO / "sample.py"), *overrides, cwd=cwd, timeout=120)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,8 +124,9 @@ def test_attention_plot_saves_the_first_tokens_of_sample_zero(ckpt, tmp_path):
 
 def test_two_training_steps_then_sample_py_from_that_run_directory(data_root, tmp_path):
     run_dir = tmp_path / "outputs" / "2026-01-01" / "00-00-00"
-    train(compose_train(["model=tiny", "max_steps=2", "eval_interval=2", "eval_batches=1", "batch_size=2",
-                         f"data.root={data_root}"]), run_dir)
+    train(compose("train", TrainConfig, ["model=tiny", "max_steps=2", "eval_interval=2", "eval_batches=1",
+                                         "batch_size=2", "compile=false", f"data.root={data_root}",
+                                         f"out_dir={run_dir}"]))
     r = run_cli(f"ckpt={run_dir}", "prompt=ROMEO:", "max_new_tokens=20", "seed=3")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ROMEO:") and len(r.stdout) == len("ROMEO:") + 20 + 1
@@ -186,8 +177,6 @@ def test_the_command_exits_2_with_the_message_and_no_traceback(ckpt, tmp_path):
 
 
 def test_stop_strings_understand_newline_and_tab_escapes():
-    from sample import stop_strings
-
     assert stop_strings("\\n\\n") == ["\n\n"]
     assert stop_strings(["a\\tb", "x\\\\n", "é"]) == ["a\tb", "x\\n", "é"]
     assert stop_strings(None) == []

@@ -1,5 +1,6 @@
 """train.py: configs, checkpoints, exact resume, accumulation, DDP, signals, wandb. CPU only."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -18,18 +19,28 @@ import torch.multiprocessing as mp
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-import checkpoint
-from checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.gpt import GPT, GPTConfig
-from train import (CONFIG_DIR, TrainError, apply_resume, build_optimizer, compose_config, forward_backward,
-                   lr_at, train)
+from runtime import checkpoint
+from runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from runtime.config import CONFIG_DIR, ConfigError, compose
+from tests.helpers import REPO, run_command, tiny_model
+from train import TrainConfig, TrainError, build_optimizer, forward_backward, lr_at, resumed_config, train
 
-REPO = Path(__file__).resolve().parent.parent
-TINY = ["model=tiny", "batch_size=4", "eval_batches=2", "log_interval=1", "eval_interval=4", "progress=false"]
+TINY = ["model=tiny", "batch_size=4", "eval_batches=2", "log_interval=1", "eval_interval=4", "progress=false",
+        "compile=false"]
 
 
-def tiny_config(data_root: Path, *overrides: str):
+def compose_config(overrides: list[str]) -> TrainConfig:
+    return compose("train", TrainConfig, overrides)
+
+
+def tiny_config(data_root: Path, *overrides: str) -> TrainConfig:
     return compose_config([*TINY, f"data.root={data_root}", *overrides])
+
+
+def resume(*overrides: str) -> dict:
+    """What `python train.py resume=... key=value` does, in this process."""
+    return train(compose_config(list(overrides)), overrides)
 
 
 def metrics(run_dir: Path, kind: str = "train") -> list[dict]:
@@ -37,8 +48,7 @@ def metrics(run_dir: Path, kind: str = "train") -> list[dict]:
 
 
 def run_train(*overrides: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 300):
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *overrides], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return run_command(str(REPO / "train.py"), *overrides, cwd=cwd, env=env, timeout=timeout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,7 +64,7 @@ def test_every_config_composes():
         for model in names("model"):
             for data in names("data"):
                 cfg = compose_config([f"experiment={experiment}", f"model={model}", f"data={data}"])
-                GPTConfig(**{**cfg.model, "vocab_size": 65})  # every model config is a valid model
+                GPTConfig(**{**dataclasses.asdict(cfg.model), "vocab_size": 65})  # every model config is valid
     small = compose_config(["model=small"]).model
     assert (small.n_layer, small.n_head, small.n_embd, small.block_size) == (6, 6, 384, 256)
 
@@ -79,9 +89,10 @@ def test_an_unknown_key_fails_at_compose_time():
 
 
 def test_an_appended_unknown_key_is_refused_before_training(data_root, tmp_path):
-    cfg = tiny_config(data_root, "+optim.lrr=0.1")  # Hydra lets '+' add keys; train.py does not
-    with pytest.raises(TrainError, match="lrr"):
-        train(cfg, tmp_path / "run")
+    with pytest.raises(ConfigError, match="unknown config key optim.lrr"):  # Hydra lets '+' add keys; we do not
+        tiny_config(data_root, "+optim.lrr=0.1")
+    r = run_train(*TINY, f"data.root={data_root}", "+optim.lrr=0.1", f"out_dir={tmp_path}/run")
+    assert r.returncode == 2 and "unknown config key optim.lrr" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run").exists()
 
 
@@ -89,7 +100,7 @@ def test_a_typo_inside_a_yaml_file_fails_at_compose_time(tmp_path, monkeypatch):
     configs = tmp_path / "configs"
     shutil.copytree(CONFIG_DIR, configs)
     (configs / "model" / "typo.yaml").write_text("n_layers: 4\n")  # n_layer
-    monkeypatch.setattr("train.CONFIG_DIR", configs)
+    monkeypatch.setattr("runtime.config.CONFIG_DIR", configs)
     with pytest.raises(ConfigCompositionException, match="n_layers"):
         compose_config(["model=typo"])
 
@@ -137,8 +148,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
-    model = torch.nn.parallel.DistributedDataParallel(GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2,
-                                                                     n_head=4, n_kv_head=2, n_embd=32)))
+    model = torch.nn.parallel.DistributedDataParallel(tiny_model(block_size=16, n_embd=32))
     x, y = torch.load(out + ".batch")
     half = slice(rank * 4, rank * 4 + 4)
     # two micro-batches of 2 per process: also exercises no_sync during accumulation
@@ -158,8 +168,7 @@ def test_two_ddp_processes_compute_the_gradient_of_one_process_on_the_whole_batc
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     mp.spawn(_ddp_worker, args=(2, port, out), nprocs=2, join=True)
-    torch.manual_seed(0)
-    single = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=4, n_kv_head=2, n_embd=32))
+    single = tiny_model(block_size=16, n_embd=32)
     forward_backward(single, [(x, y)], nullcontext)
     for a, b in zip(torch.load(out), single.parameters()):
         torch.testing.assert_close(a, b.grad, atol=1e-7, rtol=1e-5)
@@ -172,7 +181,7 @@ def test_two_ddp_processes_compute_the_gradient_of_one_process_on_the_whole_batc
 
 def test_two_steps_write_a_checkpoint_that_loads_with_weights_only(data_root, tmp_path):
     run = tmp_path / "run"
-    summary = train(tiny_config(data_root, "max_steps=2"), run)
+    summary = train(tiny_config(data_root, "max_steps=2", f"out_dir={run}"))
     assert summary["step"] == 2
     path = run / "checkpoints" / "last.pt"
     assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
@@ -189,14 +198,15 @@ def test_resume_continues_bitwise_identically(data_root, tmp_path):
     """N steps straight == N/2 steps, then resume, then N/2 steps: the same losses and weights, bit for bit."""
     extra = ["max_steps=8", "model.dropout=0.1", "micro_batch_size=2"]  # dropout: the RNG must be restored too
     straight = tmp_path / "straight"
-    train(tiny_config(data_root, *extra), straight)
+    train(tiny_config(data_root, *extra, f"out_dir={straight}"))
 
     split = tmp_path / "split"
-    train(tiny_config(data_root, *extra, "stop_step=4"), split)
+    train(tiny_config(data_root, *extra, "stop_step=4", f"out_dir={split}"))
     assert load_checkpoint(split / "checkpoints" / "last.pt")["step"] == 4
-    resumed = compose_config([f"resume={split}"])  # the checkpoint's config, nothing repeated
-    assert resumed.max_steps == 8 and resumed.stop_step is None and resumed.model.dropout == 0.1
-    train(resumed, split)
+    saved = load_checkpoint(split / "checkpoints" / "last.pt")["config"]
+    resumed = resumed_config(compose_config([f"resume={split}"]), [f"resume={split}"], saved)
+    assert resumed.max_steps == 8 and resumed.stop_step is None and resumed.model.dropout == 0.1  # nothing repeated
+    resume(f"resume={split}")  # continues in its own folder
 
     assert [e["loss"] for e in metrics(split)] == [e["loss"] for e in metrics(straight)]
     a = load_checkpoint(straight / "checkpoints" / "last.pt")
@@ -209,12 +219,11 @@ def test_resume_continues_bitwise_identically(data_root, tmp_path):
 
 def test_resume_applies_key_overrides_and_refuses_group_switches(data_root, tmp_path):
     run = tmp_path / "run"
-    train(tiny_config(data_root, "max_steps=2"), run)
-    cfg = compose_config([f"resume={run}", "max_steps=3"])
-    assert cfg.max_steps == 3 and cfg.model.n_embd == 32
-    assert train(cfg, run)["step"] == 3
-    with pytest.raises(TrainError, match="switches a config group"):
-        apply_resume(compose_config([f"resume={run}", "model=small"], resume=False), [f"resume={run}", "model=small"])
+    train(tiny_config(data_root, "max_steps=2", f"out_dir={run}"))
+    assert resume(f"resume={run}", "max_steps=3")["step"] == 3
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["config"]["model"]["n_embd"] == 32
+    with pytest.raises(TrainError, match="'model=small' switches a config group"):
+        resume(f"resume={run}", "model=small")
 
 
 def test_a_failure_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_path, monkeypatch):
@@ -262,7 +271,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_root, 
     monkeypatch.setattr(GPT, "forward", poisoned)
     run = tmp_path / "run"
     with pytest.raises(TrainError, match="nan or inf by step 6"):
-        train(tiny_config(data_root, "max_steps=10"), run)
+        train(tiny_config(data_root, "max_steps=10", f"out_dir={run}"))
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["step"] == 4  # written at the step-4 evaluation, before the NaN
     assert all(torch.isfinite(t).all() for t in state["model"].values())
@@ -284,7 +293,7 @@ def test_a_nan_validation_loss_stops_the_run_before_saving_the_bad_weights(data_
     run = tmp_path / "run"
     with pytest.raises(TrainError, match="the validation loss became nan or inf by step 8; the last good "
                                          "checkpoint is .*last.pt"):
-        train(tiny_config(data_root, "max_steps=12"), run)
+        train(tiny_config(data_root, "max_steps=12", f"out_dir={run}"))
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4
 
 
@@ -293,25 +302,65 @@ def test_a_nan_validation_loss_stops_the_run_before_saving_the_bad_weights(data_
 # ---------------------------------------------------------------------------------------------
 
 
-def test_bad_configuration_exits_2_with_the_reason(data_root, tmp_path):
-    r = run_train(*TINY, f"data.root={data_root}", "model.n_head=5", f"hydra.run.dir={tmp_path}/run")
+def test_bad_configuration_exits_2_with_the_reason_and_creates_no_run_folder(data_root, tmp_path):
+    r = run_train(*TINY, f"data.root={data_root}", "model.n_head=5", f"out_dir={tmp_path}/run")
     assert r.returncode == 2 and "n_embd=32 must be divisible by n_head=5" in r.stderr
-    assert "Traceback" not in r.stderr
-    r = run_train(*TINY, "data=text", f"data.path={tmp_path}/nope.txt", f"hydra.run.dir={tmp_path}/run2")
+    assert "Traceback" not in r.stderr and r.stderr.count("error:") == 1
+    r = run_train(*TINY, "data=text", f"data.path={tmp_path}/nope.txt", f"out_dir={tmp_path}/run2")
     assert r.returncode == 2 and "no such file or folder" in r.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run2").exists()
+
+
+def fingerprint(folder: Path) -> dict:
+    """Every file below folder with its bytes' hash: equal fingerprints mean nothing was changed or added."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_new_run_never_writes_into_a_folder_that_holds_a_run(data_root, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(data_root, "max_steps=2", f"out_dir={run}"))
+    before = fingerprint(run)
+    with pytest.raises(TrainError, match=f"{run} already holds a run: continue it with `python train.py resume={run}`"):
+        train(tiny_config(data_root, "max_steps=2", f"out_dir={run}"))
+    assert fingerprint(run) == before
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(data_root, tmp_path, monkeypatch):
+    import train as train_module
+
+    class Frozen(train_module.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train_module, "datetime", Frozen)
+    for _ in range(3):
+        train(tiny_config(data_root, "max_steps=1"))
+    assert sorted(p.name for p in (tmp_path / "outputs" / "2026-01-02").iterdir()) == ["03-04-05", "03-04-05-1",
+                                                                                       "03-04-05-2"]
+
+
+def test_hydra_run_dir_is_refused_with_the_key_to_use(data_root, tmp_path):
+    r = run_train(*TINY, f"data.root={data_root}", f"hydra.run.dir={tmp_path}/run")
+    assert r.returncode == 2 and "give out_dir=PATH instead of hydra.run.dir" in r.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_resuming_from_a_corrupt_checkpoint_exits_2(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    r = run_train(f"resume={bad}", f"hydra.run.dir={tmp_path}/run")
+    r = run_train(f"resume={bad}", f"out_dir={tmp_path}/run")
     assert r.returncode == 2 and "not a readable checkpoint" in r.stderr
 
 
 @pytest.mark.slow
 def test_without_cuda_the_gpu_recipe_says_so_estimates_and_names_the_cpu_recipe(data_root, tmp_path):
     r = run_train("model=tiny", "max_steps=4", "eval_interval=4", "eval_batches=1", f"data.root={data_root}",
-                  f"hydra.run.dir={tmp_path}/run")
+                  f"out_dir={tmp_path}/run")
     assert r.returncode == 0, r.stderr
     assert "No CUDA GPU: training on cpu" in r.stdout
     assert "the 4 steps would take about" in r.stdout
@@ -322,7 +371,7 @@ def test_without_cuda_the_gpu_recipe_says_so_estimates_and_names_the_cpu_recipe(
 def test_sigterm_finishes_the_step_saves_and_exits_cleanly(data_root, tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *TINY, "max_steps=100000", "eval_interval=100000",
-                             f"data.root={data_root}", f"hydra.run.dir={run}"], cwd=REPO,
+                             f"data.root={data_root}", f"out_dir={run}"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (run / "metrics.jsonl").exists() or len(metrics(run)) < 3:
@@ -354,7 +403,7 @@ def test_torchrun_with_two_processes_finishes_and_writes_one_run_directory(data_
 def test_wandb_offline_writes_its_run_inside_the_run_directory_and_resume_continues_it(data_root, tmp_path):
     run = tmp_path / "run"
     env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    r = run_train(*TINY, "max_steps=2", "wandb.enabled=true", f"data.root={data_root}", f"hydra.run.dir={run}", env=env)
+    r = run_train(*TINY, "max_steps=2", "wandb.enabled=true", f"data.root={data_root}", f"out_dir={run}", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     wandb_id = load_checkpoint(run / "checkpoints" / "last.pt")["wandb_id"]
     first = list((run / "wandb").glob("offline-run-*"))

@@ -7,15 +7,13 @@ import pytest
 import torch
 
 from model.attention import repeat_kv, rope_tables
-from model.gpt import GPT, GPTConfig
-from viz import DPI, figure_inches, plot_attention
+from model.gpt import GPT
+from runtime.plots import DPI, figure_inches, plot_attention
+from tests.helpers import tiny_model
 
 
 def model(causal: bool = True) -> GPT:
-    torch.manual_seed(0)
-    m = GPT(GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, causal=causal))
-    torch.nn.init.normal_(m.lm_head.weight, std=0.02)
-    return m.eval()
+    return tiny_model(n_embd=32, causal=causal)
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])

@@ -1,13 +1,19 @@
-"""Which device and precision to run on; shared by train.py and sample.py."""
+"""Which device and precision to run on, and how fast that device can go (for MFU)."""
 
 from contextlib import nullcontext
+from typing import Optional
 
 import torch
 
+from runtime.errors import UserError
+
+# Dense bf16 tensor-core peaks from the vendors' data sheets, for MFU. Matched against the device name.
+GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
+                  "L4": 121e12, "4090": 165e12, "3090": 71e12}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-class DeviceError(Exception):
+class DeviceError(UserError):
     """An unusable device or dtype setting. The message says what to use instead."""
 
 
@@ -44,3 +50,15 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 def autocast(device: torch.device, dtype: torch.dtype):
     """Mixed precision in dtype (weights stay fp32), or nothing for fp32."""
     return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+
+
+def peak_flops(device: torch.device, stated: Optional[float] = None) -> Optional[float]:
+    """FLOP/s of one device for MFU: the value the user stated, a known GPU's peak, else None."""
+    if stated:
+        return stated
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, flops in GPU_PEAK_FLOPS.items():
+            if key in name:
+                return flops
+    return None

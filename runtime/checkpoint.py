@@ -10,25 +10,43 @@ from pathlib import Path
 
 import torch
 
+from runtime.errors import UserError
+
 FORMAT = "ropegpt-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A missing, unreadable or foreign checkpoint. The message says what to do."""
 
 
-def checkpoint_path(path_or_run_dir: str | Path, name: str = "last.pt") -> Path:
-    """A checkpoint file given itself or its run directory (then <run_dir>/checkpoints/<name>)."""
-    path = Path(path_or_run_dir).expanduser()
+def find_checkpoint(where: str | Path | None, prefer: str = "last.pt", runs_dir: str | Path = "outputs") -> Path:
+    """The checkpoint file a user means by `where`, the one resolver every command uses.
+
+    A file: itself. A run directory: its checkpoints/<prefer> (train.py's resume wants last.pt,
+    sampling best.pt), else checkpoints/last.pt. None: the newest run under runs_dir, the one whose
+    checkpoints/last.pt was written last.
+    """
+    if where is None:
+        runs = sorted(Path(runs_dir).rglob("checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise CheckpointError(f"no runs under {runs_dir}/: train one (python train.py ...) or name a "
+                                  "run directory or checkpoint file")
+        where = runs[-1].parent.parent
+    path = Path(where).expanduser()
     if path.is_dir():
-        candidate = path / "checkpoints" / name
-        if not candidate.exists():
-            raise CheckpointError(f"{path} holds no checkpoints/{name}: is it a run directory of train.py?")
-        return candidate
+        for name in (prefer, "last.pt"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise CheckpointError(f"{path} holds no checkpoints/{prefer}: is it a run directory of train.py?")
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}: give a run directory or a .pt file written by train.py")
     return path
+
+
+def run_dir_of(checkpoint: Path) -> Path | None:
+    """The run directory a checkpoint file sits in (RUN/checkpoints/last.pt -> RUN), or None."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
 
 
 def save_checkpoint(state: dict, path: Path) -> None:

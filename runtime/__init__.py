@@ -1,0 +1,12 @@
+"""The plumbing around the model, shared by the commands (train.py, sample.py, data.prepare, bench/):
+
+    errors.py      UserError, and the one place that turns it into a line on stderr and exit code 2
+    config.py      Hydra, once: compose a command's config against its schema, run a command
+    checkpoint.py  atomic save, weights_only load, the one resolver of "run directory or file"
+    devices.py     device, dtype and autocast choice; GPU peak FLOPs for MFU
+    processes.py   torchrun processes (join, agree, gather) and stop signals
+    runlog.py      what a run says and writes: console, train.log, metrics.jsonl, wandb, progress bar
+    plots.py       attention heatmaps (matplotlib, headless)
+
+It imports torch, Hydra and the standard library; never model/, data/ or the commands.
+"""

@@ -1,0 +1,121 @@
+"""What a run says and writes down: console lines, train.log, metrics.jsonl, wandb, a progress bar.
+
+Rank 0 gets a RunLog; every other process gets a NullRunLog, whose methods do nothing, so the
+training loop logs without asking which process it is.
+"""
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+
+def duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class Progress:
+    """A one-line progress bar on a terminal's stderr; nothing when stderr is not a terminal."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self.shown = total, enabled and sys.stderr.isatty(), False
+
+    def update(self, step: int, text: str) -> None:
+        if self.enabled:
+            filled = int(30 * step / max(1, self.total))
+            sys.stderr.write(f"\r\033[K[{'#' * filled}{'.' * (30 - filled)}] {step}/{self.total} {text}")
+            sys.stderr.flush()
+            self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self.shown = False
+
+
+class RunLog:
+    """Console lines from the start; train.log, metrics.jsonl and wandb once `open` names the run folder.
+
+    The handlers go on the root logger (so data preparation's messages show too) and come off again
+    in `close`, which the run always calls.
+    """
+
+    def __init__(self, total_steps: int, progress: bool = True):
+        self.root = logging.getLogger()
+        self.previous_level = self.root.level
+        self.root.setLevel(logging.INFO)
+        self.handlers = [logging.StreamHandler(sys.stdout)]
+        self.handlers[0].setFormatter(logging.Formatter("%(message)s"))
+        self.root.addHandler(self.handlers[0])
+        self.bar = Progress(total_steps, progress)
+        self.metrics = None
+        self.wandb = None
+
+    def open(self, out_dir: Path) -> None:
+        """Start writing into out_dir (which exists): train.log (timestamped lines) and metrics.jsonl."""
+        file = logging.FileHandler(out_dir / "train.log", encoding="utf-8")
+        file.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", datefmt="%Y-%m-%d %H:%M:%S"))
+        self.root.addHandler(file)
+        self.handlers.append(file)
+        self.metrics = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")
+
+    def start_wandb(self, **init) -> None:
+        """wandb.init(**init); its files go where init's dir says."""
+        import wandb
+
+        self.wandb = wandb.init(**init)
+
+    def info(self, msg: str, *args) -> None:
+        self.bar.clear()
+        logging.getLogger("train").info(msg, *args)
+
+    def record(self, entry: dict) -> None:
+        """One line of metrics.jsonl ({"kind": "train"|"eval", "step": ..., ...}), and the same to wandb."""
+        if self.metrics is not None:
+            self.metrics.write(json.dumps(entry) + "\n")
+            self.metrics.flush()
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in entry.items() if k not in ("kind", "step")}, step=entry["step"])
+
+    def progress(self, step: int, text: str) -> None:
+        self.bar.update(step, text)
+
+    def close(self) -> None:
+        self.bar.clear()
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+        for handler in self.handlers:
+            self.root.removeHandler(handler)
+            handler.close()
+        self.root.setLevel(self.previous_level)
+
+
+class NullRunLog(RunLog):
+    """The run log of every process but rank 0: says and writes nothing."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def open(self, out_dir: Optional[Path]) -> None:
+        pass
+
+    def start_wandb(self, **init) -> None:
+        pass
+
+    def info(self, msg: str, *args) -> None:
+        pass
+
+    def record(self, entry: dict) -> None:
+        pass
+
+    def progress(self, step: int, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

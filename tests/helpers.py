@@ -1,0 +1,34 @@
+"""What several test files share: the repository's path, the one tiny model, running a command."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from model.gpt import GPT, GPTConfig
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny_model(**overrides) -> GPT:
+    """A 2-layer GPT (4 heads, 2 K/V heads, width 64, context 32, 65 tokens), seeded, in eval mode.
+
+    Its untied LM head is drawn from N(0, 0.02^2) instead of starting at zero: with a zero head every
+    logit is equal and comparisons of logits would prove nothing.
+    """
+    cfg = dict(vocab_size=65, block_size=32, n_layer=2, n_head=4, n_kv_head=2, n_embd=64)
+    cfg.update(overrides)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**cfg)).eval()
+    if not model.config.tie_weights:
+        torch.nn.init.normal_(model.lm_head.weight, std=0.02)
+    return model
+
+
+def run_command(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 300,
+                **kwargs) -> subprocess.CompletedProcess:
+    """`python *args` as a user types it (e.g. run_command("train.py", "max_steps=2")), output captured."""
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, **kwargs)

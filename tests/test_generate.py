@@ -1,0 +1,155 @@
+"""model/generate.py: the reference loop, the cache across block_size, samples of one prompt, sampling controls."""
+
+import pytest
+import torch
+
+from model.generate import complete, generate, sample_next_token, slide_window
+from model.gpt import GPT
+from tests.helpers import tiny_model as tiny
+
+# ---------------------------------------------------------------------------------------------
+# The reference loop: prefill once, then one token at a time through the KV cache
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_reference_loop_equals_greedy_recomputation_from_scratch():
+    """generate(): each token is the argmax of a fresh full pass over everything before it."""
+    model = tiny()
+    out = generate(model, torch.randint(0, 65, (3, 4)), 20)
+    assert out.shape == (3, 24)
+    with torch.no_grad():
+        for L in range(4, 24):
+            assert torch.equal(out[:, L], model(out[:, :L])[0][:, -1].argmax(-1)), L
+
+
+def test_the_reference_loop_equals_the_product_loop_at_temperature_zero():
+    model, prompt = tiny(), torch.randint(0, 65, (2, 5))
+    assert torch.equal(generate(model, prompt, 12), complete(model, prompt, 12, temperature=0))
+
+
+def test_an_empty_prompt_is_a_clear_error():
+    with pytest.raises(ValueError, match="the prompt is empty"):
+        complete(tiny(), torch.zeros(1, 0, dtype=torch.long), 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache across block_size
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prompt_len", [1, 5], ids=["one-token prompt", "five-token prompt"])
+def test_greedy_generation_with_and_without_the_cache_is_identical(prompt_len):
+    model = tiny()
+    prompt = torch.randint(0, 65, (2, prompt_len))
+    with_cache = complete(model, prompt, 20, temperature=0, use_cache=True)
+    without = complete(model, prompt, 20, temperature=0, use_cache=False)
+    assert with_cache.shape == (2, prompt_len + 20)
+    assert torch.equal(with_cache, without)
+    assert torch.equal(with_cache[:, :prompt_len], prompt)
+
+
+def test_the_window_slides_by_a_quarter_of_block_size_once_full():
+    assert [slide_window(0, L, 8) for L in (1, 8)] == [0, 0]
+    assert slide_window(0, 9, 8) == 3  # 6 = 3/4 * 8 tokens remain: positions 3..8
+    assert slide_window(3, 11, 8) == 3 and slide_window(3, 12, 8) == 6
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cached", "recomputed"])
+def test_generation_past_block_size_equals_recomputing_the_window_from_scratch(use_cache):
+    """Each token is the greedy choice of a fresh full pass over its window idx[start:], however made."""
+    model = tiny(block_size=8)
+    out = complete(model, torch.randint(0, 65, (2, 5)), 20, temperature=0, use_cache=use_cache)
+    assert out.shape == (2, 25)
+    start = 0
+    with torch.no_grad():
+        for L in range(5, 25):  # token L follows the window of the first L tokens
+            start = slide_window(start, L, 8)
+            logits, _ = model(out[:, start:L])
+            assert torch.equal(out[:, L], logits[:, -1].argmax(-1)), (L, start)
+
+
+# ---------------------------------------------------------------------------------------------
+# Several samples of one prompt, and the sampling controls
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_prompts", [1, 2])
+def test_samples_of_a_prompt_share_a_single_prefill(n_prompts):
+    """The caller says how many samples of each prompt: each prompt is prefilled once, its cache copied."""
+    model = tiny()
+    shapes = []
+    model.tok_emb.register_forward_hook(lambda module, args, out: shapes.append(tuple(args[0].shape)))
+    prompt = torch.randint(0, 65, (n_prompts, 5))
+    shared = complete(model, prompt, 6, num_samples=3, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert shapes == [(n_prompts, 5)] + [(3 * n_prompts, 1)] * 5  # one prefill per prompt, then batched decoding
+    assert torch.equal(shared[:, :5], prompt.repeat_interleave(3, dim=0))  # rows 0-2 continue prompt 0, ...
+    separate = complete(model, prompt, 6, num_samples=3, temperature=1.0, generator=torch.Generator().manual_seed(0),
+                        use_cache=False)
+    assert torch.equal(shared, separate)  # the same samples as computing each row in full
+    assert len({tuple(row) for row in shared[:3, 5:].tolist()}) > 1  # and the samples differ
+
+
+def test_a_seeded_generator_reproduces_a_sample():
+    model = tiny()
+    prompt = torch.randint(0, 65, (2, 3))
+    a = complete(model, prompt, 20, temperature=1.0, generator=torch.Generator().manual_seed(7))
+    b = complete(model, prompt, 20, temperature=1.0, generator=torch.Generator().manual_seed(7))
+    c = complete(model, prompt, 20, temperature=1.0, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def trained_tiny() -> GPT:
+    """Sharpen the tiny model's predictions a little so that greedy and sampling differ visibly."""
+    model = tiny().train()
+    x = torch.randint(0, 65, (4, 32), generator=torch.Generator().manual_seed(3))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(20):
+        loss = model(x, torch.roll(x, -1, 1))[1]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.mark.parametrize("controls", [dict(top_k=1), dict(top_p=1e-6), dict(temperature=1e-40)],
+                         ids=["top_k=1", "tiny top_p", "tiny temperature"])
+def test_top_k_one_and_a_tiny_top_p_equal_greedy(controls):
+    model = trained_tiny()
+    prompt = torch.randint(0, 65, (3, 2))
+    greedy = complete(model, prompt, 20, temperature=0)
+    sampled = complete(model, prompt, 20, **{"temperature": 1.5, **controls}, generator=torch.Generator().manual_seed(0))
+    free = complete(model, prompt, 20, temperature=1.5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(sampled, greedy)
+    assert not torch.equal(free, greedy)  # without the control, the same seed does not give greedy
+
+
+def test_top_k_samples_only_among_the_k_most_likely_tokens():
+    logits = torch.randn(1, 65, generator=torch.Generator().manual_seed(0)).repeat(2000, 1)
+    picks = sample_next_token(logits, top_k=5, generator=torch.Generator().manual_seed(0))
+    allowed = set(torch.topk(logits[0], 5).indices.tolist())
+    assert set(picks.flatten().tolist()) == allowed  # all 5 occur in 2000 draws, nothing else
+
+
+def test_top_k_keeps_exactly_k_tokens_even_when_logits_tie():
+    logits = torch.tensor([[2.0, 2.0, 2.0, 0.0]]).repeat(1000, 1)
+    picks = sample_next_token(logits, top_k=1, generator=torch.Generator().manual_seed(0))
+    assert picks.unique().numel() == 1
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    picks = sample_next_token(probs.log().repeat(4000, 1), top_p=0.75, generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(picks.flatten(), minlength=4).float() / 4000
+    assert counts[2] == 0 and counts[3] == 0  # 0.5 + 0.3 already reaches 0.75
+    assert abs(counts[0].item() - 0.5 / 0.8) < 0.03  # renormalised over {0, 1}; 3 sigma ~ 0.023
+
+
+@pytest.mark.parametrize("bad,match", [(dict(temperature=-1.0), "temperature"), (dict(top_k=0), "top_k"),
+                                       (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
+                                       (dict(max_new_tokens=-1), "max_new_tokens"),
+                                       (dict(num_samples=0), "num_samples")])
+def test_invalid_sampling_controls_are_rejected(bad, match):
+    args = {"max_new_tokens": 3, **bad}
+    with pytest.raises(ValueError, match=match):
+        complete(tiny(), torch.zeros(1, 1, dtype=torch.long), **args)
