@@ -2,9 +2,11 @@
 
     python sample.py                                           # the newest run under outputs/
     python sample.py ckpt=outputs/2026-11-22/06-00-00 prompt="ROMEO:" num_samples=3
-    python sample.py ckpt=run/checkpoints/last.pt prompt=FILE:prompt.txt temperature=0 stop="\n\n"
+    python sample.py ckpt=run/checkpoints/last.pt prompt=FILE:prompt.txt temperature=0 'stop=\\n\\n'
+    echo "any text" | python sample.py prompt=-                # the prompt from standard input
 
-`sample(cfg)` does the work and returns the texts; `main()` is the thin Hydra entry point. The model's
+`prompt=` takes the rest of its argument verbatim: quotes, commas, `=`, brackets, any Unicode.
+`sample(cfg)` does the work and returns the texts; `main()` is the entry point. The model's
 architecture and tokenizer come from the checkpoint. The prompt is prefilled once for all samples,
 which then decode together, one token per step, through the KV cache.
 """
@@ -12,9 +14,9 @@ which then decode together, one token per step, through the KV cache.
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, TextIO
+from typing import Any, Optional, Sequence, TextIO
 
 import torch
 
@@ -22,8 +24,8 @@ from data.tokenizers import tokenizer_from_meta
 from model.generate import check_sampling_args, generate_tokens
 from model.gpt import GPT, GPTConfig
 from runtime.checkpoint import find_checkpoint, load_checkpoint
-from runtime.config import run_command
-from runtime.devices import autocast, resolve_device, resolve_dtype
+from runtime.config import FREE_TEXT, require, run_command
+from runtime.devices import DEVICE, DTYPE_NAMES, autocast, resolve_device, resolve_dtype
 from runtime.errors import UserError
 
 
@@ -31,7 +33,7 @@ from runtime.errors import UserError
 class SampleConfig:
     ckpt: Optional[str] = None  # a run folder (its best.pt, else last.pt) or a .pt file; None: the newest run
     runs_dir: str = "outputs"  # where train.py's run folders are, to find the newest one
-    prompt: str = ""  # the text to continue, or FILE:path; "" starts from the start token (see README)
+    prompt: str = field(default="", metadata=FREE_TEXT)  # text to continue, verbatim; FILE:path; - (stdin)
     num_samples: int = 1  # samples of the prompt: one prefill, then decoded together
     max_new_tokens: int = 500
     temperature: float = 0.8  # 0 is greedy
@@ -46,6 +48,21 @@ class SampleConfig:
     attention_plot: Optional[str] = None  # a .png path: heatmaps of the attention weights of sample 0
     attention_layer: Optional[int] = None  # only this layer in the picture; None: every layer
     attention_tokens: int = 48  # the picture shows the first this many tokens (prompt, then generated)
+
+    def __post_init__(self):
+        check_sampling_args(self.temperature, self.top_k, self.top_p)
+        stops = [self.stop] if isinstance(self.stop, str) else self.stop
+        require([(self.num_samples >= 1, f"num_samples={self.num_samples} must be >= 1"),
+                  (self.max_new_tokens >= 0, f"max_new_tokens={self.max_new_tokens} must be >= 0"),
+                  (self.attention_tokens >= 1, f"attention_tokens={self.attention_tokens} must be >= 1"),
+                  (self.attention_layer is None or self.attention_layer >= 0,
+                   f"attention_layer={self.attention_layer} must be >= 0"),
+                  (0 <= self.seed < 2**63, f"seed={self.seed} must be in [0, 2^63)"),
+                  (DEVICE.fullmatch(self.device) is not None,
+                   f"device={self.device!r} must be auto, cpu, cuda, cuda:N or mps"),
+                  (self.dtype in DTYPE_NAMES, f"dtype={self.dtype!r} must be one of {', '.join(DTYPE_NAMES)}"),
+                  (stops is None or isinstance(stops, list) and all(isinstance(s, str) and s for s in stops),
+                   f"stop={self.stop!r} must be a non-empty string or a list of them (e.g. 'stop=[a,b]')")])
 
 
 class SampleError(UserError):
@@ -74,6 +91,9 @@ def start_tokens(tokenizer) -> list[int]:
 
 
 def read_prompt(prompt: str) -> str:
+    """The prompt's text: as given, from a file (FILE:path), or from standard input (-)."""
+    if prompt == "-":
+        return sys.stdin.read()
     if prompt.startswith("FILE:"):
         path = Path(prompt[5:]).expanduser()
         try:
@@ -89,23 +109,8 @@ def stop_strings(stop) -> list[str]:
     if stop is None:
         return []
     stops = [stop] if isinstance(stop, str) else list(stop)
-    if not all(isinstance(s, str) and s for s in stops):
-        raise SampleError(f"stop={stop!r}: give a non-empty string or a list of them")
     escapes = {"n": "\n", "t": "\t", "\\": "\\"}
     return [re.sub(r"\\([nt\\])", lambda m: escapes[m.group(1)], s) for s in stops]
-
-
-def check_config(cfg: SampleConfig) -> None:
-    try:
-        check_sampling_args(cfg.temperature, cfg.top_k, cfg.top_p)
-    except ValueError as e:
-        raise SampleError(str(e)) from None
-    if cfg.num_samples < 1:
-        raise SampleError(f"num_samples={cfg.num_samples} must be >= 1")
-    if cfg.max_new_tokens < 0:
-        raise SampleError(f"max_new_tokens={cfg.max_new_tokens} must be >= 0")
-    if cfg.attention_tokens < 1:
-        raise SampleError(f"attention_tokens={cfg.attention_tokens} must be >= 1")
 
 
 class Completion:
@@ -134,12 +139,16 @@ class Completion:
         return text.rstrip("\ufffd")
 
 
-def sample(cfg: SampleConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> list[str]:
-    """Generate cfg.num_samples texts (prompt + continuation); print them to out, speeds to err."""
-    check_config(cfg)
+def sample(cfg: SampleConfig, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> list[str]:
+    """Generate cfg.num_samples texts (prompt + continuation); print them to out, speeds to err
+    (by default the standard output and error of the moment)."""
+    out, err = out or sys.stdout, err or sys.stderr
     stops = stop_strings(cfg.stop)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
+    if cfg.attention_plot and not Path(cfg.attention_plot).expanduser().parent.is_dir():
+        raise SampleError(f"attention_plot={cfg.attention_plot}: the folder {Path(cfg.attention_plot).parent} does "
+                          "not exist")
     path = find_checkpoint(cfg.ckpt, prefer="best.pt", runs_dir=cfg.runs_dir)
     model, tokenizer = load_model(path, device)
     if cfg.attention_layer is not None and not 0 <= cfg.attention_layer < model.config.n_layer:
@@ -216,8 +225,9 @@ def save_attention_plot(model: GPT, tokens: list[int], tokenizer, cfg: SampleCon
     err.write(f"attention weights of the first {len(tokens)} tokens saved to {cfg.attention_plot}\n")
 
 
-def main() -> None:
-    run_command("sample", SampleConfig, lambda cfg, overrides: sample(cfg))
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """`python sample.py key=value ...` (argv: those items; None reads sys.argv)."""
+    run_command("sample", SampleConfig, lambda cfg, args: sample(cfg), argv)
 
 
 if __name__ == "__main__":

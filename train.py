@@ -7,7 +7,7 @@
 
 Read it top to bottom: the settings (every knob with its default, which is the GPU recipe); the
 pieces of one training step; `setup`, which builds a run's state and checks everything before it
-writes anything; and `train`, the loop, whose first lines are the training step and whose other
+writes anything; and `train` with its `loop`, whose first lines are the training step and whose other
 lines are named operations a reader can skip. Under torchrun every process runs the same code; only
 rank 0 writes files, logs and talks to wandb.
 """
@@ -25,13 +25,13 @@ import torch
 from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from data.config import DataConfig, DataError, dataset_dir
+from data.config import DataConfig, dataset_dir
 from data.loader import BatchSampler, fixed_batches
 from data.prepare import load_meta, prepare
 from model.gpt import GPT, GPTConfig
 from runtime.checkpoint import find_checkpoint, link_checkpoint, load_checkpoint, run_dir_of, save_checkpoint
-from runtime.config import is_group, parse_overrides, run_command
-from runtime.devices import autocast, peak_flops, resolve_dtype
+from runtime.config import groups, parse_overrides, require, run_command, to_schema
+from runtime.devices import DEVICE, DTYPE_NAMES, autocast, peak_flops, resolve_dtype
 from runtime.errors import UserError
 from runtime.processes import Processes, StopSignal, join_processes, torchrun_command
 from runtime.runlog import NullRunLog, RunLog, duration
@@ -50,6 +50,15 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+
+    def __post_init__(self):
+        require([(self.lr >= 0, f"lr={self.lr} must be >= 0"),
+                  (self.lr < 0 or 0 <= self.min_lr <= self.lr, f"min_lr={self.min_lr} must be in [0, lr={self.lr}]"),
+                  (self.warmup_steps >= 0, f"warmup_steps={self.warmup_steps} must be >= 0"),
+                  (self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0"),
+                  (0 <= self.beta1 < 1, f"beta1={self.beta1} must be in [0, 1)"),
+                  (0 <= self.beta2 < 1, f"beta2={self.beta2} must be in [0, 1)"),
+                  (self.grad_clip >= 0, f"grad_clip={self.grad_clip} must be >= 0 (0 disables clipping)")])
 
 
 @dataclass
@@ -81,6 +90,18 @@ class TrainConfig:
     resume: Optional[str] = None  # a run folder or a checkpoint file to continue from
     suggest_cpu_recipe: bool = True  # on a machine without CUDA, point to the CPU recipe
     progress: bool = True  # a progress bar when the output is a terminal
+
+    def __post_init__(self):
+        at_least_1 = ["max_steps", "batch_size", "eval_interval", "eval_batches", "log_interval"]
+        require([(getattr(self, k) >= 1, f"{k}={getattr(self, k)} must be >= 1") for k in at_least_1] +
+                [(self.stop_step is None or self.stop_step >= 1, f"stop_step={self.stop_step} must be >= 1"),
+                 (self.micro_batch_size is None or 1 <= self.micro_batch_size <= self.batch_size,
+                  f"micro_batch_size={self.micro_batch_size} must be in [1, batch_size={self.batch_size}]"),
+                 (self.peak_flops is None or self.peak_flops > 0, f"peak_flops={self.peak_flops} must be > 0"),
+                 (0 <= self.seed < 2**63, f"seed={self.seed} must be in [0, 2^63)"),
+                 (DEVICE.fullmatch(self.device) is not None,
+                  f"device={self.device!r} must be auto, cpu, cuda, cuda:N or mps"),
+                 (self.dtype in DTYPE_NAMES, f"dtype={self.dtype!r} must be one of {', '.join(DTYPE_NAMES)}")])
 
 
 # Settings about this command rather than the run: a resumed run never takes them from its checkpoint.
@@ -180,6 +201,8 @@ class LoopState:
 
 @dataclass
 class Run:
+    """Everything the loop touches, built once by `setup`."""
+
     cfg: TrainConfig
     procs: Processes
     device: torch.device
@@ -196,8 +219,8 @@ class Run:
     out_dir: Optional[Path]  # rank 0: the run folder
     log: RunLog  # a NullRunLog off rank 0
     state: LoopState
-    started: float = field(default_factory=time.perf_counter)
-    nonfinite: Optional[torch.Tensor] = None  # set once any loss or gradient norm is nan or inf (no sync)
+    nonfinite: torch.Tensor  # a bool on the device: has any loss or gradient norm been nan or inf?
+    started: float  # time.perf_counter() when this command started
 
     def precision(self):
         return autocast(self.device, self.dtype)
@@ -208,8 +231,8 @@ class Run:
     def elapsed(self) -> float:
         return self.state.elapsed_s + time.perf_counter() - self.started
 
-    def close(self) -> None:
-        self.log.close()
+    def close(self, failure: Optional[str] = None) -> None:
+        self.log.close(failure)
         self.procs.close()
 
 
@@ -225,30 +248,24 @@ def resumed_config(cfg: TrainConfig, overrides: Sequence[str], saved: dict) -> T
     resumed = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved)
     for override in parse_overrides(overrides):
         key = override.key_or_group
-        if is_group(key):
+        if key in groups("train"):
             raise TrainError(f"resume continues with the checkpoint's config; '{override.input_line}' switches a "
                              "config group. Override single keys instead (e.g. max_steps=8000)")
-        if not key.startswith("hydra.") and not override.is_delete():
+        if not override.is_delete():
             OmegaConf.update(resumed, key, OmegaConf.select(given, key), merge=False)
     for key in PER_COMMAND:
         resumed[key] = given[key]
-    return OmegaConf.to_object(resumed)
+    return to_schema(resumed, TrainConfig)
 
 
-def check_settings(cfg: TrainConfig, overrides: Sequence[str]) -> None:
-    if any(o.key_or_group == "hydra.run.dir" for o in parse_overrides(overrides)):
-        raise TrainError("train.py chooses its run folder itself: give out_dir=PATH instead of hydra.run.dir")
-    for key in ("max_steps", "batch_size", "eval_interval", "eval_batches", "log_interval"):
-        if getattr(cfg, key) < 1:
-            raise TrainError(f"{key}={getattr(cfg, key)} must be at least 1")
-
-
-def new_out_dir(cfg: TrainConfig, resumed_from: Optional[Path]) -> Path:
-    """The run folder: out_dir= as given; else a resumed run's own folder; else outputs/DATE/TIME.
+def new_out_dir(cfg: TrainConfig, checkpoint: Optional[Path]) -> Path:
+    """The run folder: out_dir= as given; else the folder of the run being resumed; else outputs/DATE/TIME.
 
     A folder that holds another run is never written by a new run: naming one is refused (with the
-    resume= line), and a timestamp that is taken already gets a suffix.
+    resume= line), and a timestamp that is taken already gets a suffix. A checkpoint file outside a
+    run folder (resume=some/file.pt) starts a new folder.
     """
+    resumed_from = run_dir_of(checkpoint) if checkpoint else None
     if cfg.out_dir is None:
         if resumed_from is not None:
             return resumed_from
@@ -262,120 +279,48 @@ def new_out_dir(cfg: TrainConfig, resumed_from: Optional[Path]) -> Path:
         raise TrainError(f"out_dir={out} is a file: give a folder")
     holds_run = (out / "metrics.jsonl").exists() or (out / "checkpoints").is_dir()
     if holds_run and (resumed_from is None or out.resolve() != resumed_from.resolve()):
-        raise TrainError(f"{out} already holds a run: continue it with `python train.py resume={out}`, or "
+        raise TrainError(f"{out} already holds a run: continue it with `{launcher()} train.py resume={out}`, or "
                          "choose another out_dir")
     return out
 
 
 def prepare_data(cfg: DataConfig, procs: Processes) -> tuple[Path, dict]:
-    """The first process on each machine prepares the dataset (once); the others wait and share its verdict."""
-    problem = None
-    if procs.local_rank == 0:
-        try:
-            prepare(cfg)
-        except DataError as e:
-            problem = str(e)
-    problem = next((p for p in procs.gather(problem) if p), None)
-    if problem:
-        raise DataError(problem)
+    """The first process on each machine prepares the dataset (once); the others wait for its verdict."""
+    procs.decide(lambda: prepare(cfg), on_each_machine=True)
     data_dir = dataset_dir(cfg)
     return data_dir, load_meta(data_dir, cfg.tokenizer)
 
 
-def setup(cfg: TrainConfig, overrides: Sequence[str] = ()) -> Run:
-    """Everything a run needs. The checkpoint (with resume=) is read once; every check comes before
-    the run folder is created, so a refused command writes nothing (data preparation aside)."""
-    checkpoint, resumed_from = None, None
-    if cfg.resume:
-        path = find_checkpoint(cfg.resume)
-        checkpoint = load_checkpoint(path)
-        cfg = resumed_config(cfg, overrides, checkpoint["config"])
-        resumed_from = run_dir_of(path)
-    check_settings(cfg, overrides)
-    procs, device = join_processes(cfg.device)
-    end_step = min(cfg.max_steps, cfg.stop_step) if cfg.stop_step else cfg.max_steps
-    log = RunLog(end_step, cfg.progress) if procs.is_main else NullRunLog()
-    try:
-        out_dir = new_out_dir(cfg, resumed_from) if procs.is_main else None  # chosen now, created last
-        return build_run(cfg, procs, device, checkpoint, out_dir, end_step, log)
-    except BaseException:
-        log.close()
-        procs.close()
-        raise
-
-
-def build_run(cfg: TrainConfig, procs: Processes, device: torch.device, checkpoint: Optional[dict],
-              out_dir: Optional[Path], end_step: int, log: RunLog) -> Run:
-    dtype = resolve_dtype(cfg.dtype, device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for the fp32 matmuls autocast leaves
-        torch.backends.cudnn.allow_tf32 = True
-    data_dir, meta = prepare_data(cfg.data, procs)
-
-    # batch geometry: tokens per optimizer step = batch_size * block_size whatever the process count
+def batch_geometry(cfg: TrainConfig, procs: Processes) -> tuple[int, int]:
+    """(sequences per forward pass, micro-batches per step) in each process. The tokens per optimizer
+    step are batch_size * block_size whatever the number of processes."""
     if cfg.batch_size % procs.world_size:
         raise TrainError(f"batch_size={cfg.batch_size} must be divisible by the {procs.world_size} processes")
     per_process = cfg.batch_size // procs.world_size
     micro = cfg.micro_batch_size or per_process
     if per_process % micro:
         raise TrainError(f"micro_batch_size={micro} must divide batch_size / processes = {per_process}")
+    return micro, per_process // micro
 
-    # the model: its vocabulary comes from the data
+
+def build_model(cfg: TrainConfig, meta: dict, device: torch.device, dtype: torch.dtype):
+    """The model (its vocabulary from the data, the same initial weights in every process), its
+    optimizer, and a GradScaler for fp16."""
     if cfg.model.vocab_size not in (None, meta["vocab_size"]):
         raise TrainError(f"model.vocab_size={cfg.model.vocab_size} disagrees with the data's vocabulary of "
                          f"{meta['vocab_size']}: leave it unset, it comes from the data")
-    try:
-        gpt_config = GPTConfig(**{**asdict(cfg.model), "vocab_size": meta["vocab_size"]})
-    except ValueError as e:
-        raise TrainError(str(e)) from None
-    torch.manual_seed(cfg.seed)  # the same initial weights in every process
-    raw_model = GPT(gpt_config).to(device)
-    optimizer = build_optimizer(raw_model, cfg.optim, device)
+    torch.manual_seed(cfg.seed)
+    model = GPT(GPTConfig(**{**asdict(cfg.model), "vocab_size": meta["vocab_size"]})).to(device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    torch.manual_seed(cfg.seed + procs.rank)  # dropout differs between processes
-    sampler = BatchSampler(data_dir, "train", gpt_config.block_size, micro, cfg.seed + procs.rank, device, meta)
-    eval_sets = {split: fixed_batches(data_dir, split, gpt_config.block_size, micro, cfg.eval_batches)
-                 for split in ("train", "val")} if procs.is_main else {}
-
-    state = LoopState()
-    if checkpoint is not None:
-        restore(checkpoint, gpt_config, raw_model, optimizer, scaler, sampler, procs, device)
-        state = LoopState(checkpoint["step"], checkpoint["best_val_loss"], checkpoint["elapsed_s"],
-                          checkpoint.get("wandb_id"))
-
-    model: torch.nn.Module = raw_model
-    compiled = cfg.compile and device.type == "cuda"  # on a CPU, inductor needs a C++ toolchain and rarely pays
-    if compiled:
-        model = torch.compile(model)
-    if procs.world_size > 1:
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    if out_dir is not None:  # rank 0, every check passed: now the run folder
-        try:
-            (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise TrainError(f"cannot create the run folder {out_dir}: {e.strerror}; choose another out_dir") from None
-        log.open(out_dir)
-        name = f"config.resumed-at-step-{state.step}.yaml" if checkpoint else "config.yaml"
-        OmegaConf.save(OmegaConf.structured(cfg), out_dir / name, resolve=True)
-        if cfg.wandb.enabled:
-            state.wandb_id = state.wandb_id or secrets.token_hex(4)  # a wandb run id: lowercase letters, digits
-            log.start_wandb(project=cfg.wandb.project, name=cfg.wandb.name or out_dir.name, id=state.wandb_id,
-                            resume="allow", dir=str(out_dir), config=asdict(cfg))
-
-    run = Run(cfg, procs, device, dtype, raw_model, model, optimizer, scaler, sampler, eval_sets, meta,
-              per_process // micro, end_step, out_dir, log, state,
-              nonfinite=torch.zeros((), dtype=torch.bool, device=device))
-    announce(run, compiled, resumed=checkpoint is not None)
-    return run
+    return model, build_optimizer(model, cfg.optim, device), scaler
 
 
-def restore(checkpoint: dict, gpt_config: GPTConfig, model: GPT, optimizer, scaler, sampler: BatchSampler,
-            procs: Processes, device: torch.device) -> None:
+def restore(checkpoint: dict, model: GPT, optimizer, scaler, sampler: BatchSampler, procs: Processes,
+            device: torch.device) -> LoopState:
     """Weights, optimizer, scaler, and this process's data and random states, from a checkpoint."""
-    if checkpoint["model_config"] != asdict(gpt_config):
+    if checkpoint["model_config"] != asdict(model.config):
         raise TrainError(f"the checkpoint's model {checkpoint['model_config']} differs from the config's "
-                         f"{asdict(gpt_config)}")
+                         f"{asdict(model.config)}")
     processes = checkpoint["processes"]
     if len(processes) != procs.world_size:
         raise TrainError(f"the checkpoint was written by {len(processes)} processes; resume with as many "
@@ -389,10 +334,81 @@ def restore(checkpoint: dict, gpt_config: GPTConfig, model: GPT, optimizer, scal
     torch.set_rng_state(mine["cpu_rng"])
     if device.type == "cuda" and mine.get("cuda_rng") is not None:
         torch.cuda.set_rng_state(mine["cuda_rng"], device)
+    return LoopState(checkpoint["step"], checkpoint["best_val_loss"], checkpoint["elapsed_s"],
+                     checkpoint.get("wandb_id"))
 
 
-def announce(run: Run, compiled: bool, resumed: bool) -> None:
+def open_run_folder(cfg: TrainConfig, out_dir: Path, state: LoopState, log: RunLog, resumed: bool) -> None:
+    """Rank 0, once every check has passed: the folder, train.log, metrics.jsonl, the config, wandb."""
+    try:
+        (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        log.open(out_dir)
+        name = f"config.resumed-at-step-{state.step}.yaml" if resumed else "config.yaml"
+        OmegaConf.save(OmegaConf.structured(cfg), out_dir / name, resolve=True)
+    except OSError as e:
+        raise TrainError(f"cannot create the run folder {out_dir}: {e.strerror}; choose another out_dir") from None
+    if cfg.wandb.enabled:
+        state.wandb_id = state.wandb_id or secrets.token_hex(4)  # a wandb run id: lowercase letters and digits
+        log.start_wandb(project=cfg.wandb.project, name=cfg.wandb.name or out_dir.name, id=state.wandb_id,
+                        resume="allow", dir=str(out_dir), config=asdict(cfg))
+
+
+def wrap(model: GPT, cfg: TrainConfig, device: torch.device, procs: Processes) -> torch.nn.Module:
+    """What the loop calls: the model compiled (on CUDA) and/or in DDP (under torchrun)."""
+    if cfg.compile and device.type == "cuda":  # on a CPU, inductor needs a C++ toolchain and rarely pays
+        model = torch.compile(model)
+    if procs.world_size > 1:
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model
+
+
+def setup(cfg: TrainConfig, overrides: Sequence[str] = ()) -> Run:
+    """Everything a run needs. The checkpoint (with resume=) is read once, and every check comes before
+    the run folder is created, so a refused command writes nothing (data preparation aside). A check
+    that one process makes (rank 0: the run folder; each machine's first: the data) is shared, so all
+    processes stop together with the same message."""
+    started = time.perf_counter()
+    checkpoint, path = None, None
+    if cfg.resume:
+        path = find_checkpoint(cfg.resume)
+        checkpoint = load_checkpoint(path)
+        cfg = resumed_config(cfg, overrides, checkpoint["config"])
+    procs, device = join_processes(cfg.device)
+    end_step = min(cfg.max_steps, cfg.stop_step) if cfg.stop_step else cfg.max_steps
+    log = RunLog(end_step, cfg.progress) if procs.is_main else NullRunLog()
+    try:
+        dtype = resolve_dtype(cfg.dtype, device)
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for the fp32 matmuls autocast leaves
+            torch.backends.cudnn.allow_tf32 = True
+        out_dir = procs.decide(lambda: new_out_dir(cfg, path))  # chosen now, created last; None off rank 0
+        data_dir, meta = prepare_data(cfg.data, procs)
+        micro, accum_steps = batch_geometry(cfg, procs)
+        raw_model, optimizer, scaler = build_model(cfg, meta, device, dtype)
+        torch.manual_seed(cfg.seed + procs.rank)  # dropout differs between processes
+        block_size = raw_model.config.block_size
+        sampler = BatchSampler(data_dir, "train", block_size, micro, cfg.seed + procs.rank, device, meta)
+        eval_sets = {split: fixed_batches(data_dir, split, block_size, micro, cfg.eval_batches)
+                     for split in ("train", "val")} if procs.is_main else {}
+        state = LoopState()
+        if checkpoint is not None:
+            state = restore(checkpoint, raw_model, optimizer, scaler, sampler, procs, device)
+        procs.decide(lambda: open_run_folder(cfg, out_dir, state, log, resumed=checkpoint is not None))
+        run = Run(cfg=cfg, procs=procs, device=device, dtype=dtype, raw_model=raw_model,
+                  model=wrap(raw_model, cfg, device, procs), optimizer=optimizer, scaler=scaler, sampler=sampler,
+                  eval_sets=eval_sets, meta=meta, accum_steps=accum_steps, end_step=end_step, out_dir=out_dir,
+                  log=log, state=state, nonfinite=torch.zeros((), dtype=torch.bool, device=device), started=started)
+    except BaseException as e:
+        log.close(failure=str(e))
+        procs.close()
+        raise
+    announce(run, path)
+    return run
+
+
+def announce(run: Run, resumed_from: Optional[Path]) -> None:
     cfg, m = run.cfg, run.raw_model.config
+    compiled = cfg.compile and run.device.type == "cuda"
     run.log.info("run folder: %s", run.out_dir)
     run.log.info("model: %s parameters (%d layers, %d heads, %d K/V heads, width %d, context %d); data: %s, %s "
                  "train tokens", f"{run.raw_model.num_params():,}", m.n_layer, m.n_head, m.kv_heads, m.n_embd,
@@ -403,8 +419,8 @@ def announce(run: Run, compiled: bool, resumed: bool) -> None:
                  cfg.batch_size // run.procs.world_size // run.accum_steps)
     if cfg.compile and not compiled:
         run.log.info("compile=true applies on CUDA only: running eagerly on %s", run.device.type)
-    if resumed:
-        run.log.info("resumed at step %d", run.state.step)
+    if resumed_from is not None:
+        run.log.info("resumed from %s at step %d", resumed_from, run.state.step)
     if run.device.type != "cuda" and cfg.suggest_cpu_recipe:
         run.log.info("No CUDA GPU: training on %s. This recipe is meant for a GPU; estimating its duration here "
                      "after two steps...", run.device.type)
@@ -451,26 +467,25 @@ def diverged(run: Run, what: str) -> TrainError:
                       "optim.warmup_steps, then resume from it or start again")
 
 
-def agree_on_stop(run: Run, loss: torch.Tensor, signalled: bool) -> bool:
-    """Whether every process stops now: a stop signal in any process. A nan or inf anywhere ends the run.
+def agree_on_stop(run: Run, stop: StopSignal, due: bool) -> bool:
+    """Whether every process stops now (a stop signal in any of them); a nan or inf seen by any ends the run.
 
-    Decided only at log, eval and final steps, from flags reduced over all processes: one small
-    all-reduce there (which also averages the loss to log), no device sync at the other steps. A single
-    process decides at any step, so Ctrl-C stops it at once.
+    Decided at log, eval and last steps (`due`) from flags reduced over all processes: one small
+    all-reduce there, the loop's only wait for the device. A single process also decides at any step
+    once signalled, so Ctrl-C stops it at once; under torchrun every process notices at the next due step.
     """
-    step, cfg = run.state.step, run.cfg
-    due = step % cfg.log_interval == 0 or step % cfg.eval_interval == 0 or step == run.end_step
+    signalled = stop.received is not None
     if not (due or (signalled and run.procs.world_size == 1)):
-        return False  # with torchrun: noticed at the next log step, by every process at once
+        return False
     flags = run.procs.any(torch.stack([run.nonfinite.float(), torch.tensor(float(signalled), device=run.device)]))
-    run.procs.mean(loss)
     if flags[0].item():
         raise diverged(run, "the training loss or gradient norm")
     return bool(flags[1].item())
 
 
 def log_step(run: Run, meter: Meter, loss: torch.Tensor, lr: float) -> float:
-    """A log line and a metrics entry: loss, lr, tokens/s, MFU, ETA. Returns the loss."""
+    """A log line and a metrics entry: loss (averaged over processes), lr, tokens/s, MFU, ETA. Returns the loss."""
+    loss = run.procs.mean(loss)
     cfg, m = run.cfg, run.raw_model.config
     seconds = meter.seconds()
     tokens_per_step = cfg.batch_size * m.block_size
@@ -487,7 +502,7 @@ def log_step(run: Run, meter: Meter, loss: torch.Tensor, lr: float) -> float:
     return entry["loss"]
 
 
-def suggest_cpu_recipe(run: Run, meter: Meter) -> None:
+def hint_cpu_recipe(run: Run, meter: Meter) -> None:
     """Two steps into a GPU recipe on a machine without CUDA: how long it would take, and the CPU recipe."""
     if run.state.step < run.end_step:
         seconds = meter.seconds() / 2 * (run.cfg.max_steps - run.state.step)
@@ -521,20 +536,24 @@ def save(run: Run, val_loss: Optional[float]) -> None:
     processes = run.procs.gather(mine)
     if run.out_dir is None:
         return
-    s = run.state
-    state = {"step": s.step, "model_config": asdict(run.raw_model.config), "model": run.raw_model.state_dict(),
-             "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict() if run.scaler else None,
-             "best_val_loss": s.best_val_loss, "val_loss": val_loss, "elapsed_s": run.elapsed(),
-             "processes": processes, "config": asdict(run.cfg), "data_meta": run.meta, "wandb_id": s.wandb_id}
+    loop = run.state
+    checkpoint = {"step": loop.step, "model_config": asdict(run.raw_model.config), "model": run.raw_model.state_dict(),
+                  "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict() if run.scaler else None,
+                  "best_val_loss": loop.best_val_loss, "val_loss": val_loss, "elapsed_s": run.elapsed(),
+                  "processes": processes, "config": asdict(run.cfg), "data_meta": run.meta, "wandb_id": loop.wandb_id}
     ckpt_dir = run.out_dir / "checkpoints"
-    save_checkpoint(state, ckpt_dir / "last.pt")
-    if val_loss is not None and val_loss <= s.best_val_loss:
+    try:
+        save_checkpoint(checkpoint, ckpt_dir / "last.pt")
+    except OSError as e:
+        raise TrainError(f"could not save {ckpt_dir / 'last.pt'} at step {loop.step}: {e.strerror or e}; the "
+                         "previous checkpoint is intact. Free some space, then resume") from None
+    if val_loss is not None and val_loss <= loop.best_val_loss:
         link_checkpoint(ckpt_dir / "last.pt", ckpt_dir / "best.pt")
 
 
-def resume_command(run: Run) -> str:
-    launcher = torchrun_command() or "python"
-    return f"{launcher} train.py resume={run.out_dir}"
+def launcher() -> str:
+    """How this command was started: `python`, or the torchrun line of this process group."""
+    return torchrun_command() or "python"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -548,12 +567,16 @@ def train(cfg: TrainConfig, overrides: Sequence[str] = ()) -> dict:
     run = setup(cfg, overrides)
     try:
         with StopSignal() as stop:
-            return loop(run, stop)
-    finally:
-        run.close()
+            summary = loop(run, stop)
+    except BaseException as e:
+        run.close(failure=str(e) or type(e).__name__)  # train.log says why the run stopped
+        raise
+    run.close()
+    return summary
 
 
 def loop(run: Run, stop: StopSignal) -> dict:
+    """The training loop: the step first, then the operations around it. Returns a summary."""
     cfg, state = run.cfg, run.state
     meter, losses, val_loss = Meter(), [], None
     hint_pending = run.device.type != "cuda" and cfg.suggest_cpu_recipe
@@ -567,23 +590,25 @@ def loop(run: Run, stop: StopSignal) -> dict:
         grad_norm = optimizer_step(run.raw_model, run.optimizer, run.scaler, cfg.optim.grad_clip)
         state.step += 1
 
-        # operations
+        # operations, each a named call a reader can skip
         meter.tick()
         watch_for_divergence(run, loss, grad_norm)
         if hint_pending and meter.steps == 2:
-            suggest_cpu_recipe(run, meter)
+            hint_cpu_recipe(run, meter)
             hint_pending = False
-        stopping = agree_on_stop(run, loss, stop.received is not None)
-        if state.step % cfg.log_interval == 0 or state.step == run.end_step:
-            losses.append(log_step(run, meter, loss, lr))
+        log_due = state.step % cfg.log_interval == 0 or state.step == run.end_step
         eval_due = state.step % cfg.eval_interval == 0 or state.step == cfg.max_steps  # the same when resumed
+        stopping = agree_on_stop(run, stop, due=log_due or eval_due)
+        if log_due:
+            losses.append(log_step(run, meter, loss, lr))
         if eval_due or stopping or state.step == run.end_step:
             with meter.paused():
                 val_loss = evaluate_and_check(run) if eval_due else None
                 save(run, val_loss)
         if stopping:
-            run.log.info("%s received: saved step %d to %s. Continue with: %s", stop.received or "a stop",
-                         state.step, run.out_dir / "checkpoints" if run.out_dir else None, resume_command(run))
+            run.log.info("%s received: saved step %d to %s. Continue with: %s train.py resume=%s",
+                         stop.received or "a stop", state.step, run.out_dir and run.out_dir / "checkpoints",
+                         launcher(), run.out_dir)
             break
         run.log.progress(state.step, f"loss {losses[-1]:.4f}" if losses else "")
 
@@ -593,8 +618,9 @@ def loop(run: Run, stop: StopSignal) -> dict:
             "elapsed_s": run.elapsed(), "interrupted": stop.received}
 
 
-def main() -> None:
-    run_command("train", TrainConfig, train)
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """`python train.py key=value ...` (argv: those items; None reads sys.argv)."""
+    run_command("train", TrainConfig, train, argv)
 
 
 if __name__ == "__main__":

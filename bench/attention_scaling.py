@@ -22,6 +22,7 @@ import torch
 from bench import model_config
 from model.attention import attention
 from model.gpt import GPT, GPTConfig
+from runtime.errors import exit_on_user_error
 
 
 def peak_rss_bytes() -> int:
@@ -100,4 +101,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_user_error():  # a bad path or setting: one line and exit code 2
+        main()

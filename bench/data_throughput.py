@@ -10,7 +10,6 @@ width 384, fp32) consumes on this machine.
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,10 +17,11 @@ from pathlib import Path
 import torch
 
 from bench import model_config
-from data.config import DataConfig, data_root
+from data.config import DataConfig, DataError, data_root
 from data.loader import BatchSampler
 from data.prepare import prepare
 from model.gpt import GPT
+from runtime.errors import exit_on_user_error
 
 
 def time_preparation(source: Path) -> dict[str, float]:
@@ -73,7 +73,7 @@ def main() -> None:
 
     source = data_root(DataConfig()) / "tinyshakespeare" / "input.txt"
     if not source.exists():
-        sys.exit(f"error: {source} is missing; run `python -m data.prepare` first")
+        raise DataError(f"{source} is missing; run `python -m data.prepare` first")
     prep = time_preparation(source)
     data_dir = prepare(DataConfig())  # the real data/shakespeare_char, prepared once
     supply = sampler_batches_per_second(data_dir, args.batch_size, args.block_size)
@@ -87,4 +87,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_user_error():  # a bad path or setting: one line and exit code 2
+        main()

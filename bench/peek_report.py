@@ -22,6 +22,7 @@ import torch
 from data.config import DataConfig, dataset_dir
 from data.prepare import split_file
 from runtime.checkpoint import find_checkpoint, load_checkpoint
+from runtime.errors import exit_on_user_error
 from sample import SampleConfig, load_model, sample
 
 
@@ -77,4 +78,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_user_error():  # a bad path or setting: one line and exit code 2
+        main()

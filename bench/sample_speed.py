@@ -18,6 +18,7 @@ import torch
 from bench import model_config
 from model.generate import generate_tokens
 from model.gpt import GPT, GPTConfig
+from runtime.errors import exit_on_user_error
 
 
 def ropegpt_decode(model: GPT, prompt: torch.Tensor, new_tokens: int, use_cache: bool) -> float:
@@ -109,4 +110,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_user_error():  # a bad path or setting: one line and exit code 2
+        main()

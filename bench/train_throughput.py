@@ -17,6 +17,7 @@ import torch
 
 from model.gpt import GPT, GPTConfig
 from runtime.config import compose
+from runtime.errors import exit_on_user_error
 from train import TrainConfig, build_optimizer, forward_backward
 
 
@@ -72,4 +73,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_user_error():  # a bad path or setting: one line and exit code 2
+        main()

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from runtime.config import require
 from runtime.errors import UserError
 
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -25,6 +26,12 @@ class DataConfig:
     download_name: str = "tinyshakespeare/input.txt"
     root: Optional[str] = None  # None: the data/ folder of this repository
     val_fraction: float = 0.1  # the last 10% of the text, as nanoGPT
+
+    def __post_init__(self):
+        require([(self.tokenizer in TOKENIZERS, f"tokenizer={self.tokenizer!r} must be one of {', '.join(TOKENIZERS)}"),
+                 (0 < self.val_fraction < 1, f"val_fraction={self.val_fraction} must be between 0 and 1"),
+                 (bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
+                  f"name={self.name!r} must be a folder name (no '/')")])
 
 
 def data_root(cfg: DataConfig) -> Path:

@@ -53,11 +53,20 @@ class GPTConfig:
         return 64 * math.ceil(8 * self.n_embd / 3 / 64) if self.mlp_hidden is None else self.mlp_hidden
 
     def __post_init__(self):
-        problems = []
+        """Refuse a config that cannot build a model, naming each key: ValueError("key=value must ...")."""
+        problems = [f"{key}={value} must be >= 1" for key, value in
+                    [("vocab_size", self.vocab_size), ("block_size", self.block_size), ("n_layer", self.n_layer),
+                     ("n_head", self.n_head), ("n_kv_head", self.n_kv_head), ("n_embd", self.n_embd),
+                     ("mlp_hidden", self.mlp_hidden)] if value is not None and value < 1]
+        problems += [f"{key}={value} must be > 0" for key, value in
+                     [("rope_base", self.rope_base), ("norm_eps", self.norm_eps)] if not value > 0]
+        if problems:  # the divisibility checks below need positive sizes
+            raise ValueError("; ".join(problems))
         if self.n_embd % self.n_head:
             problems.append(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         elif (self.n_embd // self.n_head) % 2:
-            problems.append(f"head width n_embd/n_head={self.n_embd // self.n_head} must be even for RoPE")
+            problems.append(f"n_head={self.n_head} gives a head width n_embd/n_head={self.n_embd // self.n_head}, "
+                            "which must be even for RoPE")
         if self.n_head % self.kv_heads:
             problems.append(f"n_head={self.n_head} must be divisible by n_kv_head={self.kv_heads}")
         if self.attn_impl not in ("sdpa", "explicit"):
@@ -65,7 +74,7 @@ class GPTConfig:
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout={self.dropout} must be in [0, 1)")
         if problems:
-            raise ValueError("invalid GPTConfig: " + "; ".join(problems))
+            raise ValueError("; ".join(problems))
 
 
 class RMSNorm(nn.Module):

@@ -30,15 +30,16 @@ def find_checkpoint(where: str | Path | None, prefer: str = "last.pt", runs_dir:
     if where is None:
         runs = sorted(Path(runs_dir).rglob("checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
         if not runs:
-            raise CheckpointError(f"no runs under {runs_dir}/: train one (python train.py ...) or name a "
-                                  "run directory or checkpoint file")
+            raise CheckpointError(f"no runs under {runs_dir}/: train one (python train.py ...) or name a run "
+                                  "folder or checkpoint file (ckpt=PATH)")
         where = runs[-1].parent.parent
     path = Path(where).expanduser()
     if path.is_dir():
         for name in (prefer, "last.pt"):
             if (path / "checkpoints" / name).is_file():
                 return path / "checkpoints" / name
-        raise CheckpointError(f"{path} holds no checkpoints/{prefer}: is it a run directory of train.py?")
+        names = " or ".join(dict.fromkeys((prefer, "last.pt")))
+        raise CheckpointError(f"{path} holds no checkpoints/{names}: is it a run folder of train.py?")
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}: give a run directory or a .pt file written by train.py")
     return path

@@ -1,94 +1,229 @@
-"""Hydra, once: every command composes its config from configs/ against the schema it owns.
+"""Hydra, once: every command composes its settings from configs/ against the schema it owns.
 
 A command (train.py, sample.py, `python -m data.prepare`) defines its settings as a dataclass at its
-top and calls `run_command(name, Schema, task)`: Hydra reads the command line (so `--help`,
-`--cfg job` and tab completion work), a wrong type or an unknown key fails at compose time, and the
-task gets an instance of the schema plus the command line's overrides. Tests and benchmarks build the
-same config with `compose`. Hydra writes nothing: each configs/NAME.yaml sets `hydra.run.dir: .`, no
-`.hydra` folder and no logging set-up; a command that writes files chooses where itself.
+top and calls `run_command(name, Schema, task)`. The command line's `key=value` items are read with
+Hydra's override parser and composed with configs/NAME.yaml through Hydra's compose API, the same way
+in every process under torchrun, in tests and in benchmarks (`compose`). Then:
+
+  * a wrong type, an unknown key (with the closest known one suggested), a malformed argument, or a
+    value a schema's __post_init__ refuses is a ConfigError: one line naming the key, exit code 2;
+  * a field declared free text (`field(metadata=FREE_TEXT)`, e.g. sample.py's prompt) takes the rest
+    of its argument verbatim: quotes, commas, `=`, `${`, backslashes and any Unicode survive, because
+    the value is quoted for Hydra's grammar before Hydra reads it;
+  * `--help` lists the command's own settings with their defaults and comments, and `--cfg` prints the
+    composed settings as YAML;
+  * Hydra writes nothing (no .hydra folder, no log file): a command that writes files chooses where.
+
+HYDRA_FULL_ERROR changes nothing here: a user error is one line with or without it, and anything
+else (a bug) shows Python's full traceback either way.
 """
 
 import dataclasses
+import difflib
+import inspect
+import re
+import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from runtime.errors import UserError, exit_on_user_error
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+FREE_TEXT = {"free_text": True}  # field metadata: the value is taken verbatim from the command line
 
 
 class ConfigError(UserError):
-    """A setting that composes but cannot be used. The message names the key."""
+    """A setting that cannot be used. The message names the key and what it accepts."""
 
 
-def is_group(key: str) -> bool:
-    """Whether an override's key names a config group (a folder of configs/: model, data, experiment)."""
-    return "." not in key and (CONFIG_DIR / key).is_dir()
+def groups(name: str) -> dict[str, Any]:
+    """The config groups configs/NAME.yaml uses, with their default options: {"model": "small", ...}."""
+    defaults = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / f"{name}.yaml")).get("defaults", [])
+    return {k: v for d in defaults if isinstance(d, dict) for k, v in d.items() if (CONFIG_DIR / k).is_dir()}
 
 
 def parse_overrides(overrides: Sequence[str]) -> list:
-    """The command line's key=value list as Hydra reads it (hydra.core.override_parser Override objects)."""
+    """The command line's key=value items as Hydra reads them (hydra.core.override_parser Override objects)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
-    return OverridesParser.create().parse_overrides(list(overrides))
+    parser = OverridesParser.create()
+    parsed = []
+    for item in overrides:
+        try:
+            parsed.append(parser.parse_override(item))
+        except HydraException:
+            raise ConfigError(f"cannot read the argument {item!r}: write key=value (e.g. max_steps=100), "
+                              "quoting a value that holds spaces or commas") from None
+    return parsed
 
 
-def register_schema(name: str, schema: type) -> None:
-    """configs/NAME.yaml lists `NAME_schema` first in its defaults: the keys and types come from here."""
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(name=f"{name}_schema", node=schema)
+# ----------------------------------------------------------------------------------------------
+# The schema: its keys, its free-text fields, its checks
+# ----------------------------------------------------------------------------------------------
 
 
-def check_keys(node: Any, schema: type, prefix: str = "") -> None:
-    """Refuse keys the schema lacks: Hydra lets `+key=value` add them, and they would do nothing."""
+def schema_keys(schema: type, prefix: str = "") -> list[str]:
+    """Every settable key of a schema, nested ones dotted: ["model.n_layer", ..., "max_steps", ...]."""
+    keys = []
+    for f in dataclasses.fields(schema):
+        nested = f.default_factory if dataclasses.is_dataclass(f.default_factory) else None
+        keys += schema_keys(nested, f"{prefix}{f.name}.") if nested else [f"{prefix}{f.name}"]
+    return keys
+
+
+def unknown_key(key: str, schema: type) -> ConfigError:
+    known = schema_keys(schema)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if not close:  # `lr=0.1` for optim.lr: the same last part under another group
+        close = [k for k in known if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]][:1]
+    hint = f"did you mean {close[0]}?" if close else "`--help` lists the settings"
+    return ConfigError(f"unknown setting {key}: {hint}")
+
+
+def check_keys(node: Any, schema: type, prefix: str = "", root: type = None) -> None:
+    """Refuse keys the schema lacks (Hydra lets `+key=value` add them; they would do nothing)."""
     fields = {f.name: f for f in dataclasses.fields(schema)}
     for key in node:
         if key not in fields:
-            raise ConfigError(f"unknown config key {prefix}{key}: the command's `--cfg job` lists its keys")
+            raise unknown_key(f"{prefix}{key}", root or schema)  # suggestions come from the whole schema
         nested = fields[key].default_factory
         if dataclasses.is_dataclass(nested):
-            check_keys(node[key], nested, f"{prefix}{key}.")
+            check_keys(node[key], nested, f"{prefix}{key}.", root or schema)
 
 
-def to_schema(cfg: DictConfig, schema: type) -> Any:
-    """The composed config as an instance of its schema (nested dataclasses all the way down).
+def require(checks: list[tuple[bool, str]]) -> None:
+    """For a schema's __post_init__: raise ValueError("key=value must ...; ...") naming every failed check."""
+    problems = [message for ok, message in checks if not ok]
+    if problems:
+        raise ValueError("; ".join(problems))
 
-    A schema checks its values in __post_init__ and raises ValueError naming the key: that is a
-    ConfigError here, so the command exits 2 with that one line.
+
+def free_text_keys(schema: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(schema) if f.metadata.get("free_text")}
+
+
+def quote_for_hydra(text: str) -> str:
+    """text as a single-quoted Hydra value that Hydra and OmegaConf read back as exactly text.
+
+    Hydra unescapes backslashes only where they precede a quote or end the string, OmegaConf only where
+    they precede an interpolation `${`: double those runs, then escape the quotes and the `${`.
     """
-    check_keys(cfg, schema)
+    text = re.sub(r"\\+(?='|\Z|\$\{)", lambda m: m.group(0) * 2, text)
+    return "'" + text.replace("'", "\\'").replace("${", "\\${") + "'"
+
+
+def to_schema(cfg: Any, schema: type, prefix: str = "", root: type = None) -> Any:
+    """A composed DictConfig as an instance of its schema (nested dataclasses all the way down).
+
+    Each schema checks its values in __post_init__ and raises ValueError("key=value must ..."): that
+    becomes a ConfigError whose keys carry their group (model.n_head=0 ...), checked inner groups first.
+    """
+    check_keys(cfg, schema, prefix, root)
+    for f in dataclasses.fields(schema):
+        if dataclasses.is_dataclass(f.default_factory):
+            to_schema(cfg[f.name], f.default_factory, f"{prefix}{f.name}.", root or schema)
     try:
         return OmegaConf.to_object(cfg)
     except ValueError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(re.sub(r"(^|; )(\w+)=", rf"\g<1>{prefix}\g<2>=", str(e))) from None
 
 
-def compose(name: str, schema: type, overrides: Sequence[str] = ()) -> Any:
-    """The settings `python NAME.py *overrides` would run with, as an instance of schema."""
+# ----------------------------------------------------------------------------------------------
+# Composing and running a command
+# ----------------------------------------------------------------------------------------------
+
+
+def compose(name: str, schema: type, args: Sequence[str] = ()) -> Any:
+    """The settings `python NAME.py *args` runs with, as an instance of schema."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.config_store import ConfigStore
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
-    register_schema(name, schema)
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return to_schema(hydra_compose(config_name=name, overrides=list(overrides)), schema)
+    free, command_groups = free_text_keys(schema), groups(name)
+    args = [f"{a.split('=', 1)[0]}={quote_for_hydra(a.split('=', 1)[1])}" if a.split("=", 1)[0] in free and "=" in a
+            else a for a in args]
+    for o in parse_overrides(args):
+        key = o.key_or_group.lstrip("+~")
+        if not key:
+            raise ConfigError(f"cannot read the argument {o.input_line!r}: write key=value (e.g. max_steps=100)")
+        if key.startswith("hydra.") or key == "hydra":
+            raise ConfigError(f"{o.input_line}: ropegpt sets no Hydra options (train.py's run folder is out_dir=)")
+        if key in command_groups:
+            options = sorted(p.stem for p in (CONFIG_DIR / key).glob("*.yaml"))
+            if o.value() is not None and o.value() not in options:
+                raise ConfigError(f"{o.input_line}: there is no configs/{key}/{o.value()}.yaml; choose one of "
+                                  f"{', '.join(options)}")
+        elif not o.is_add() and key not in schema_keys(schema) and \
+                not any(k.startswith(key + ".") for k in schema_keys(schema)):
+            raise unknown_key(key, schema)
+    ConfigStore.instance().store(name=f"{name}_schema", node=schema)  # configs/NAME.yaml lists it first
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = hydra_compose(config_name=name, overrides=list(args))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(one_line(e)) from None
+    return to_schema(cfg, schema)
 
 
-def run_command(name: str, schema: type, task: Callable[[Any, list[str]], Any]) -> None:
-    """The entry point of a command: compose configs/NAME.yaml with the command line, then
-    task(settings, overrides), where overrides are the command line's key=value items (hydra.* ones
-    included). A UserError anywhere becomes one line on stderr and exit code 2."""
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
+def one_line(e: BaseException) -> str:
+    """Hydra's composition error and its cause, as one line: 'Error merging override optim.lr=abc: Value
+    'abc' of type 'str' could not be converted to Float'."""
+    parts = []
+    while e is not None and len(parts) < 3:
+        lines = []
+        for line in str(e).strip().splitlines() or [type(e).__name__]:
+            if line.strip().startswith(("full_key:", "object_type=", "reference_type=")):
+                break  # OmegaConf's context lines: the key is named already
+            lines.append(line.strip().rstrip(":."))
+        text = " ".join(lines)
+        if text and not any(text in p for p in parts):
+            parts.append(text)
+        e = e.__cause__
+    return ": ".join(parts)
 
-    register_schema(name, schema)
 
-    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=name)
-    def hydra_task(cfg: DictConfig) -> None:
-        with exit_on_user_error():
-            overrides = HydraConfig.get().overrides
-            task(to_schema(cfg, schema), [*overrides.task, *overrides.hydra])
+def describe(name: str, schema: type) -> str:
+    """--help: the command's docstring, its config groups, and every setting with its default and comment."""
+    lines = [(inspect.getmodule(schema).__doc__ or "").strip(), "", "Settings (key=value; defaults shown):"]
 
-    hydra_task()
+    def walk(cls: type, prefix: str) -> None:
+        comments = {}
+        for line in inspect.getsource(cls).splitlines():
+            m = re.match(r"\s+(\w+)\s*:[^#]*#\s*(.*)$", line)
+            if m:
+                comments[m.group(1)] = m.group(2)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(f.default_factory):
+                walk(f.default_factory, f"{prefix}{f.name}.")
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else None
+            comment = f"  # {comments[f.name]}" if f.name in comments else ""
+            lines.append(f"  {prefix}{f.name}={'null' if default is None else default}{comment}")
+
+    walk(schema, "")
+    if groups(name):
+        lines += ["", "Config groups (group=option; the option's YAML sets several keys at once):"]
+        for group, default in groups(name).items():
+            options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+            lines.append(f"  {group}: {', '.join(options)} (default: {default})")
+    return "\n".join(lines)
+
+
+def run_command(name: str, schema: type, task: Callable[[Any, list[str]], Any],
+                argv: Optional[Sequence[str]] = None) -> None:
+    """The entry point of a command: `--help`, `--cfg`, or compose configs/NAME.yaml with the command
+    line and run task(settings, args). A UserError anywhere becomes one line on stderr and exit 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        print(describe(name, schema))
+        return
+    with exit_on_user_error():
+        if args and args[0] == "--cfg":
+            print(OmegaConf.to_yaml(OmegaConf.structured(compose(name, schema, args[1:]))), end="")
+            return
+        task(compose(name, schema, args), args)

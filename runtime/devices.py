@@ -1,5 +1,6 @@
 """Which device and precision to run on, and how fast that device can go (for MFU)."""
 
+import re
 from contextlib import nullcontext
 from typing import Optional
 
@@ -11,6 +12,8 @@ from runtime.errors import UserError
 GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
                   "L4": 121e12, "4090": 165e12, "3090": 71e12}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPE_NAMES = ("auto", *DTYPES)  # what a dtype= setting may say
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # what a device= setting may say
 
 
 class DeviceError(UserError):

@@ -1,5 +1,6 @@
 """User errors: one exception type, and one place that turns it into one line and exit code 2."""
 
+import os
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -15,10 +16,22 @@ class UserError(Exception):
 
 @contextmanager
 def exit_on_user_error() -> Iterator[None]:
-    """Run the body; a UserError becomes `error: <message>` on stderr and exit code 2, no traceback."""
+    """Run the body; a UserError becomes `error: <message>` on stderr and exit code 2, no traceback.
+
+    So does an OSError that reaches here (a full disk, a path through a file, no permission): the
+    machine, not ropegpt, refused, and the user is the one who can fix it. Anything else is a bug and
+    keeps Python's traceback.
+    """
     try:
         yield
     except UserError as e:
-        sys.stdout.flush()
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(e))
+    except OSError as e:
+        fail(f"{e.strerror or e}: {e.filename}" if e.filename else f"{e.strerror or e}")
+
+
+def fail(message: str) -> None:
+    sys.stdout.flush()
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every process stops; one says why
+        print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)

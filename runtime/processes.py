@@ -7,12 +7,15 @@ loop calls them the same way with or without torchrun.
 import os
 import signal
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from runtime.devices import resolve_device
+from runtime.errors import UserError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -33,6 +36,24 @@ class Processes:
         out = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
+
+    def decide(self, decision: Callable[[], T], on_each_machine: bool = False) -> Optional[T]:
+        """Run decision() in rank 0 (or, on_each_machine, in each machine's first process) and return its
+        result there (None elsewhere). If it raises a UserError, every process raises one with the same
+        message, so all stop together instead of some waiting forever for the others."""
+        deciding = self.local_rank == 0 if on_each_machine else self.is_main
+        result, error = None, None
+        if deciding:
+            try:
+                result = decision()
+            except UserError as e:
+                error = e
+        messages = [m for m in self.gather(str(error) if error else None) if m]
+        if error is not None:
+            raise error
+        if messages:
+            raise UserError(messages[0])
+        return result
 
     def any(self, flags: torch.Tensor) -> torch.Tensor:
         """Element-wise: is the flag set in any process? flags is a float tensor of 0s and 1s."""

@@ -6,6 +6,7 @@ training loop logs without asking which process it is.
 
 import json
 import logging
+import logging.handlers
 import sys
 from pathlib import Path
 from typing import Optional
@@ -41,26 +42,32 @@ class RunLog:
     """Console lines from the start; train.log, metrics.jsonl and wandb once `open` names the run folder.
 
     The handlers go on the root logger (so data preparation's messages show too) and come off again
-    in `close`, which the run always calls.
+    in `close`, which the run always calls. Lines said before the folder exists are held back and
+    written to train.log first when it opens.
     """
 
     def __init__(self, total_steps: int, progress: bool = True):
         self.root = logging.getLogger()
         self.previous_level = self.root.level
         self.root.setLevel(logging.INFO)
-        self.handlers = [logging.StreamHandler(sys.stdout)]
-        self.handlers[0].setFormatter(logging.Formatter("%(message)s"))
-        self.root.addHandler(self.handlers[0])
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        self.early = logging.handlers.MemoryHandler(capacity=10_000, flushLevel=logging.CRITICAL + 1)
+        self.handlers = [console, self.early]
+        for handler in self.handlers:
+            self.root.addHandler(handler)
         self.bar = Progress(total_steps, progress)
-        self.metrics = None
-        self.wandb = None
+        self.file = self.metrics = self.wandb = None
 
     def open(self, out_dir: Path) -> None:
         """Start writing into out_dir (which exists): train.log (timestamped lines) and metrics.jsonl."""
-        file = logging.FileHandler(out_dir / "train.log", encoding="utf-8")
-        file.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", datefmt="%Y-%m-%d %H:%M:%S"))
-        self.root.addHandler(file)
-        self.handlers.append(file)
+        self.file = logging.FileHandler(out_dir / "train.log", encoding="utf-8")
+        self.file.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", datefmt="%Y-%m-%d %H:%M:%S"))
+        self.early.setTarget(self.file)
+        self.early.flush()  # what was said before the folder existed
+        self.root.removeHandler(self.early)
+        self.root.addHandler(self.file)
+        self.handlers.append(self.file)
         self.metrics = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")
 
     def start_wandb(self, **init) -> None:
@@ -84,12 +91,16 @@ class RunLog:
     def progress(self, step: int, text: str) -> None:
         self.bar.update(step, text)
 
-    def close(self) -> None:
+    def close(self, failure: Optional[str] = None) -> None:
+        """Flush and detach everything. failure: why the run stopped, written to train.log alone (the
+        command prints it) and reported to wandb as a failed run."""
         self.bar.clear()
+        if failure and self.file is not None:
+            self.file.handle(logging.makeLogRecord({"msg": f"error: {failure}", "levelno": logging.ERROR}))
         if self.metrics is not None:
             self.metrics.close()
         if self.wandb is not None:
-            self.wandb.finish()
+            self.wandb.finish(exit_code=1 if failure else 0)
         for handler in self.handlers:
             self.root.removeHandler(handler)
             handler.close()
@@ -117,5 +128,5 @@ class NullRunLog(RunLog):
     def progress(self, step: int, text: str) -> None:
         pass
 
-    def close(self) -> None:
+    def close(self, failure: Optional[str] = None) -> None:
         pass

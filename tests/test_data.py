@@ -332,10 +332,12 @@ def test_a_meta_json_from_another_tokenizer_is_refused(counting):
         load_meta(counting, "gpt2")
 
 
-def test_an_unknown_tokenizer_is_refused_before_anything_is_touched(data_root):
-    with pytest.raises(DataError, match="unknown tokenizer 'bpe'"):
-        prepare(DataConfig(name="x", tokenizer="bpe", root=str(data_root)))
-    assert not (data_root / "x").exists()
+@pytest.mark.parametrize("bad,message", [(dict(tokenizer="bpe"), "tokenizer='bpe' must be one of char, gpt2"),
+                                         (dict(val_fraction=1.0), "val_fraction=1.0 must be between 0 and 1"),
+                                         (dict(name="a/b"), "name='a/b' must be a folder name")])
+def test_a_bad_data_setting_is_refused_where_it_is_defined(bad, message):
+    with pytest.raises(ValueError, match=message):
+        DataConfig(**bad)
 
 
 def run_prepare(*overrides: str) -> subprocess.CompletedProcess:

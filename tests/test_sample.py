@@ -11,7 +11,7 @@ import torch
 from data.config import DataError
 from data.tokenizers import CharTokenizer
 from runtime.checkpoint import CheckpointError, save_checkpoint
-from runtime.config import compose
+from runtime.config import ConfigError, compose
 from sample import SampleConfig, SampleError, sample, stop_strings
 from tests.helpers import REPO, run_command, tiny_model
 from train import TrainConfig, train
@@ -151,7 +151,7 @@ def test_two_training_steps_then_sample_py_from_that_run_directory(data_root, tm
     (["prompt=FILE:/nonexistent/prompt.txt"], "cannot read the prompt file /nonexistent/prompt.txt"),
 ])
 def test_bad_sampling_input_is_refused_with_the_reason(ckpt, overrides, message):
-    with pytest.raises((SampleError, DataError)) as e:
+    with pytest.raises((SampleError, DataError, ConfigError)) as e:
         run(ckpt, *overrides)
     assert message in str(e.value)
 

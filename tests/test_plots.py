@@ -1,4 +1,4 @@
-"""Attention pictures: they show the weights the model really uses, as a valid PNG."""
+"""Attention pictures (runtime/plots.py): they show the weights the model really uses, as a valid PNG."""
 
 import struct
 from pathlib import Path
