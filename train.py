@@ -12,10 +12,11 @@ lines are named operations a reader can skip. Under torchrun every process runs 
 rank 0 writes files, logs and talks to wandb.
 """
 
+import gc
 import math
 import secrets
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,12 +28,22 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data.config import DataConfig, dataset_dir
 from data.loader import BatchSampler, fixed_batches
-from data.prepare import load_meta, prepare
+from data.prepare import prepare
+from data.shards import load_meta
 from model.gpt import GPT, GPTConfig
 from runtime.checkpoint import find_checkpoint, link_checkpoint, load_checkpoint, run_dir_of, save_checkpoint
 from runtime.config import groups, parse_overrides, require, run_command, to_schema
 from runtime.devices import DEVICE, DTYPE_NAMES, autocast, peak_flops, resolve_dtype
 from runtime.errors import UserError
+from runtime.parallel import (
+    gradient_sync,
+    load_model_state,
+    load_optimizer_state,
+    model_state,
+    optimizer_state,
+    shard,
+    whole,
+)
 from runtime.processes import Processes, StopSignal, join_processes, torchrun_command
 from runtime.runlog import NullRunLog, RunLog, duration
 
@@ -84,6 +95,7 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, cuda:1, mps, cpu
     dtype: str = "auto"  # auto (bf16 on CUDA where supported, else fp16; fp32 elsewhere), bf16, fp16, fp32
     compile: bool = True  # torch.compile the model (on CUDA; ignored elsewhere)
+    fsdp: bool = False  # under torchrun: shard parameters, gradients, optimizer state (FSDP2) instead of DDP
     peak_flops: Optional[float] = None  # FLOP/s per device that MFU is measured against; None: known GPUs
     seed: int = 1337
     out_dir: Optional[str] = None  # the run folder; None: outputs/DATE/TIME (with resume=: the run's own)
@@ -138,13 +150,12 @@ def forward_backward(model: torch.nn.Module, micro_batches: list, precision: Cal
     """Accumulate the gradient of the mean loss over the micro-batches; return that loss, detached.
 
     Each micro-batch's loss is divided by their number, so k micro-batches of b sequences give the
-    gradient of one batch of k*b. Under DDP the gradients are all-reduced (averaged over processes)
-    only in the last backward pass: `no_sync` skips the others.
+    gradient of one batch of k*b. Under DDP or FSDP the gradients are averaged over the processes only
+    in the last backward pass (`gradient_sync`).
     """
     n, total = len(micro_batches), 0.0
     for i, (x, y) in enumerate(micro_batches):
-        sync = i == n - 1 or not isinstance(model, DDP)
-        with nullcontext() if sync else model.no_sync():
+        with gradient_sync(model, sync=i == n - 1):
             with precision():  # a fresh autocast context (or nullcontext) per micro-batch
                 _, loss = model(x, y)
             loss = loss / n
@@ -161,7 +172,7 @@ def optimizer_step(model: GPT, optimizer: torch.optim.Optimizer, scaler: Optiona
     """
     if scaler is not None:
         scaler.unscale_(optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip) if grad_clip > 0 else None
+    grad_norm = whole(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)) if grad_clip > 0 else None
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
@@ -208,11 +219,11 @@ class Run:
     device: torch.device
     dtype: torch.dtype
     raw_model: GPT  # the model itself: what checkpoints hold
-    model: torch.nn.Module  # what the loop calls: raw_model, compiled and/or wrapped in DDP
+    model: torch.nn.Module  # what the loop calls: raw_model in DDP (or sharded in place by FSDP), compiled
     optimizer: torch.optim.Optimizer
     scaler: Optional[torch.amp.GradScaler]  # fp16 only
     sampler: BatchSampler
-    eval_sets: dict  # rank 0: {"train": [...], "val": [...]}, fixed batches
+    eval_sets: dict  # {"train": [...], "val": [...]}: fixed batches
     meta: dict  # the dataset's meta.json
     accum_steps: int  # micro-batches per optimizer step in each process
     end_step: int  # max_steps, or stop_step when it comes first
@@ -232,7 +243,12 @@ class Run:
         return self.state.elapsed_s + time.perf_counter() - self.started
 
     def close(self, failure: Optional[str] = None) -> None:
+        """Close the log; then drop everything that holds the process group (DDP's reducer, FSDP's
+        modules) before the group itself is destroyed. In the other order the group's destructor runs
+        later, holding the GIL, and waits for its own worker thread, which waits for the GIL: a hang."""
         self.log.close(failure)
+        self.model = self.raw_model = self.optimizer = None
+        gc.collect()
         self.procs.close()
 
 
@@ -303,33 +319,32 @@ def batch_geometry(cfg: TrainConfig, procs: Processes) -> tuple[int, int]:
     return micro, per_process // micro
 
 
-def build_model(cfg: TrainConfig, meta: dict, device: torch.device, dtype: torch.dtype):
-    """The model (its vocabulary from the data, the same initial weights in every process), its
-    optimizer, and a GradScaler for fp16."""
+def build_model(cfg: TrainConfig, meta: dict, device: torch.device) -> GPT:
+    """The model: its vocabulary from the data, the same initial weights in every process."""
     if cfg.model.vocab_size not in (None, meta["vocab_size"]):
         raise TrainError(f"model.vocab_size={cfg.model.vocab_size} disagrees with the data's vocabulary of "
                          f"{meta['vocab_size']}: leave it unset, it comes from the data")
     torch.manual_seed(cfg.seed)
-    model = GPT(GPTConfig(**{**asdict(cfg.model), "vocab_size": meta["vocab_size"]})).to(device)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return model, build_optimizer(model, cfg.optim, device), scaler
+    return GPT(GPTConfig(**{**asdict(cfg.model), "vocab_size": meta["vocab_size"]})).to(device)
+
+
+def check_checkpoint(checkpoint: dict, model: GPT, procs: Processes) -> None:
+    if checkpoint["model_config"] != asdict(model.config):
+        raise TrainError(f"the checkpoint's model {checkpoint['model_config']} differs from the config's "
+                         f"{asdict(model.config)}")
+    if len(checkpoint["processes"]) != procs.world_size:
+        raise TrainError(f"the checkpoint was written by {len(checkpoint['processes'])} processes; resume with as "
+                         f"many (it has their data and random states), not {procs.world_size}")
 
 
 def restore(checkpoint: dict, model: GPT, optimizer, scaler, sampler: BatchSampler, procs: Processes,
             device: torch.device) -> LoopState:
     """Weights, optimizer, scaler, and this process's data and random states, from a checkpoint."""
-    if checkpoint["model_config"] != asdict(model.config):
-        raise TrainError(f"the checkpoint's model {checkpoint['model_config']} differs from the config's "
-                         f"{asdict(model.config)}")
-    processes = checkpoint["processes"]
-    if len(processes) != procs.world_size:
-        raise TrainError(f"the checkpoint was written by {len(processes)} processes; resume with as many "
-                         f"(it has their data and random states), not {procs.world_size}")
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
+    load_model_state(model, checkpoint["model"])
+    load_optimizer_state(model, optimizer, checkpoint["optimizer"])
     if scaler is not None and checkpoint.get("scaler"):
         scaler.load_state_dict(checkpoint["scaler"])
-    mine = processes[procs.rank]
+    mine = checkpoint["processes"][procs.rank]
     sampler.load_state_dict(mine["sampler"])
     torch.set_rng_state(mine["cpu_rng"])
     if device.type == "cuda" and mine.get("cuda_rng") is not None:
@@ -354,10 +369,12 @@ def open_run_folder(cfg: TrainConfig, out_dir: Path, state: LoopState, log: RunL
 
 
 def wrap(model: GPT, cfg: TrainConfig, device: torch.device, procs: Processes) -> torch.nn.Module:
-    """What the loop calls: the model compiled (on CUDA) and/or in DDP (under torchrun)."""
+    """What the loop calls: the model sharded in place (fsdp=true) or in DDP under torchrun, compiled on CUDA."""
+    if procs.world_size > 1 and cfg.fsdp:
+        shard(model)  # model's parameters are now this process's shards: build the optimizer after this
     if cfg.compile and device.type == "cuda":  # on a CPU, inductor needs a C++ toolchain and rarely pays
         model = torch.compile(model)
-    if procs.world_size > 1:
+    if procs.world_size > 1 and not cfg.fsdp:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     return model
 
@@ -384,23 +401,27 @@ def setup(cfg: TrainConfig, overrides: Sequence[str] = ()) -> Run:
         out_dir = procs.decide(lambda: new_out_dir(cfg, path))  # chosen now, created last; None off rank 0
         data_dir, meta = prepare_data(cfg.data, procs)
         micro, accum_steps = batch_geometry(cfg, procs)
-        raw_model, optimizer, scaler = build_model(cfg, meta, device, dtype)
+        raw_model = build_model(cfg, meta, device)
+        if checkpoint is not None:
+            check_checkpoint(checkpoint, raw_model, procs)
+        model = wrap(raw_model, cfg, device, procs)
+        optimizer = build_optimizer(raw_model, cfg.optim, device)  # after sharding: on this process's shards
+        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
         torch.manual_seed(cfg.seed + procs.rank)  # dropout differs between processes
         block_size = raw_model.config.block_size
         sampler = BatchSampler(data_dir, "train", block_size, micro, cfg.seed + procs.rank, device, meta)
         eval_sets = {split: fixed_batches(data_dir, split, block_size, micro, cfg.eval_batches)
-                     for split in ("train", "val")} if procs.is_main else {}
+                     for split in ("train", "val")}
         state = LoopState()
         if checkpoint is not None:
             state = restore(checkpoint, raw_model, optimizer, scaler, sampler, procs, device)
         procs.decide(lambda: open_run_folder(cfg, out_dir, state, log, resumed=checkpoint is not None))
-        run = Run(cfg=cfg, procs=procs, device=device, dtype=dtype, raw_model=raw_model,
-                  model=wrap(raw_model, cfg, device, procs), optimizer=optimizer, scaler=scaler, sampler=sampler,
-                  eval_sets=eval_sets, meta=meta, accum_steps=accum_steps, end_step=end_step, out_dir=out_dir,
-                  log=log, state=state, nonfinite=torch.zeros((), dtype=torch.bool, device=device), started=started)
+        run = Run(cfg=cfg, procs=procs, device=device, dtype=dtype, raw_model=raw_model, model=model,
+                  optimizer=optimizer, scaler=scaler, sampler=sampler, eval_sets=eval_sets, meta=meta,
+                  accum_steps=accum_steps, end_step=end_step, out_dir=out_dir, log=log, state=state,
+                  nonfinite=torch.zeros((), dtype=torch.bool, device=device), started=started)
     except BaseException as e:
-        log.close(failure=str(e))
-        procs.close()
+        log.close(failure=str(e))  # the process group, if any, is left to the exit (runtime.errors.fail)
         raise
     announce(run, path)
     return run
@@ -512,11 +533,10 @@ def hint_cpu_recipe(run: Run, meter: Meter) -> None:
 
 
 def evaluate_and_check(run: Run) -> float:
-    """Train and val loss on the fixed batches (rank 0), logged; every process learns whether it is finite."""
-    train_loss = val_loss = 0.0
-    if run.procs.is_main:
-        train_loss = evaluate(run.raw_model, run.eval_sets["train"], run.precision, run.device)
-        val_loss = evaluate(run.raw_model, run.eval_sets["val"], run.precision, run.device)
+    """Train and val loss on the fixed batches, logged. Every process evaluates (under FSDP each forward
+    needs them all) and takes rank 0's verdict on whether the loss is finite."""
+    train_loss = evaluate(run.raw_model, run.eval_sets["train"], run.precision, run.device)
+    val_loss = evaluate(run.raw_model, run.eval_sets["val"], run.precision, run.device)
     val_loss = run.procs.from_main(torch.tensor([val_loss], device=run.device)).item()
     if not math.isfinite(val_loss):
         raise diverged(run, "the validation loss")
@@ -534,11 +554,12 @@ def save(run: Run, val_loss: Optional[float]) -> None:
     mine = {"sampler": run.sampler.state_dict(), "cpu_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None}
     processes = run.procs.gather(mine)
+    weights, optimizer = model_state(run.raw_model), optimizer_state(run.raw_model, run.optimizer)  # FSDP: gathered
     if run.out_dir is None:
         return
     loop = run.state
-    checkpoint = {"step": loop.step, "model_config": asdict(run.raw_model.config), "model": run.raw_model.state_dict(),
-                  "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict() if run.scaler else None,
+    checkpoint = {"step": loop.step, "model_config": asdict(run.raw_model.config), "model": weights,
+                  "optimizer": optimizer, "scaler": run.scaler.state_dict() if run.scaler else None,
                   "best_val_loss": loop.best_val_loss, "val_loss": val_loss, "elapsed_s": run.elapsed(),
                   "processes": processes, "config": asdict(run.cfg), "data_meta": run.meta, "wandb_id": loop.wandb_id}
     ckpt_dir = run.out_dir / "checkpoints"

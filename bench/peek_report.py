@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from data.config import DataConfig, dataset_dir
-from data.prepare import split_file
+from data.loader import BatchSampler
 from runtime.checkpoint import find_checkpoint, load_checkpoint
 from runtime.errors import exit_on_user_error
 from sample import SampleConfig, load_model, sample
@@ -55,8 +55,7 @@ def main() -> None:
     args = p.parse_args()
     state = load_checkpoint(find_checkpoint(args.causal_run))
     data_dir = dataset_dir(DataConfig(**state["config"]["data"]))
-    path, dtype, _ = split_file(data_dir, "val", state["data_meta"])
-    val = np.fromfile(path, dtype=dtype)
+    val = BatchSampler(data_dir, "val", 64, 1, seed=0).windows(np.array([0]))[0]  # (65,): the first val tokens
 
     for name, run in (("causal (experiment=shakespeare_char_cpu)", args.causal_run),
                       ("peek (experiment=peek, causal=false)", args.peek_run)):

@@ -20,16 +20,27 @@ class DataError(UserError):
 class DataConfig:
     name: str = "shakespeare_char"  # prepared files go to <root>/<name>/
     tokenizer: str = "char"  # "char" (the corpus's characters) or "gpt2" (tiktoken's GPT-2 BPE)
-    path: Optional[str] = None  # the source: a UTF-8 file or a folder of them; None: download `url`
+    path: Optional[str] = None  # a UTF-8 text file, or a folder of .txt/.jsonl/.parquet files; None: `url`
     url: Optional[str] = TINYSHAKESPEARE_URL  # downloaded to <root>/<download_name> when path is None
     sha256: Optional[str] = TINYSHAKESPEARE_SHA256  # checksum the download must have
     download_name: str = "tinyshakespeare/input.txt"
+    hf_dataset: Optional[str] = None  # a Hugging Face dataset, streamed, e.g. HuggingFaceFW/fineweb-edu
+    hf_config: Optional[str] = None  # its configuration, e.g. sample-10BT
+    hf_split: str = "train"
+    text_field: str = "text"  # the field of each .jsonl / .parquet / Hugging Face record that holds the text
+    max_documents: Optional[int] = None  # read only the first this many documents (a sample of a big corpus)
     root: Optional[str] = None  # None: the data/ folder of this repository
-    val_fraction: float = 0.1  # the last 10% of the text, as nanoGPT
+    val_fraction: float = 0.1  # held out for validation: this fraction of the documents (of the text, if few)
+    workers: int = 0  # tokenizer processes; 0: one per CPU core
+    shard_tokens: int = 100_000_000  # tokens per .bin shard (200 MB in uint16)
 
     def __post_init__(self):
         require([(self.tokenizer in TOKENIZERS, f"tokenizer={self.tokenizer!r} must be one of {', '.join(TOKENIZERS)}"),
                  (0 < self.val_fraction < 1, f"val_fraction={self.val_fraction} must be between 0 and 1"),
+                 (self.workers >= 0, f"workers={self.workers} must be >= 0 (0: one per CPU core)"),
+                 (self.shard_tokens >= 1, f"shard_tokens={self.shard_tokens} must be >= 1"),
+                 (self.max_documents is None or self.max_documents >= 1,
+                  f"max_documents={self.max_documents} must be >= 1"),
                  (bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
                   f"name={self.name!r} must be a folder name (no '/')")])
 

@@ -1,29 +1,49 @@
-"""Turn a text into train.bin, val.bin and meta.json under data/<name>/, once.
+"""Turn a corpus into token shards and meta.json under data/<name>/, once, in bounded memory.
 
     python -m data.prepare                                   # Tiny Shakespeare, characters
     python -m data.prepare data=shakespeare                  # Tiny Shakespeare, GPT-2 BPE
     python -m data.prepare data=text data.path=book.txt data.tokenizer=char data.name=book
+    python -m data.prepare data=fineweb_edu                  # 10B tokens of FineWeb-Edu, streamed from the Hub
 
-Training calls `prepare` itself, which does nothing when the prepared files already match the source.
-The split is nanoGPT's: the first 90% of the characters train, the last 10% validate.
+The corpus is read a piece at a time (data/sources.py), tokenized by `workers` processes, and appended
+to shards on disk (data/shards.py), so peak memory depends on the piece size, not on the corpus.
+The validation split holds out `val_fraction` of the documents (of the pieces of a big text file), spread evenly,
+with an end-of-text token (a newline at character level) between documents. A corpus of fewer than
+MIN_DOCUMENTS documents that fits in SMALL_CHARS characters (Tiny Shakespeare: one document) is split
+as nanoGPT splits it instead: the first 90% of its characters train, the last 10% validate.
+
+Everything is written into a hidden .partial folder that replaces data/<name> only when complete: an
+interrupted preparation leaves the previous dataset (or nothing) and restarts cleanly next time.
+Training calls `prepare` itself, which does nothing while meta.json's fingerprint of the source matches.
 """
 
 import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
+import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
+from multiprocessing import get_context
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from data.config import DataConfig, DataError, data_root, dataset_dir
-from data.download import download
-from data.tokenizers import tokenizer_for_corpus
+from data.config import DataConfig, DataError, dataset_dir
+from data.shards import FORMAT_VERSION, ShardWriter, load_meta, split_shards, token_dtype, write_meta
+from data.sources import pieces, source_files
+from data.tokenizers import CharTokenizer, GPT2Tokenizer, tokenizer_from_meta
+from runtime.runlog import Progress, duration
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+SMALL_CHARS = 32_000_000  # a corpus up to this size is looked at whole before choosing how to split it
+MIN_DOCUMENTS = 100  # fewer documents than this: hold out the last val_fraction of the text instead
+TASK_CHARS = 4_000_000  # text per task handed to a tokenizer process
 
 
 @dataclass
@@ -33,112 +53,200 @@ class PrepareConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
 
-def source_files(cfg: DataConfig) -> list[Path]:
-    """The file(s) the dataset is made from, downloading Tiny Shakespeare if it is the source."""
-    if cfg.path is None:
-        if not cfg.url:
-            raise DataError(f"data '{cfg.name}' has no source: set data.path=FILE_OR_FOLDER")
-        return [download(cfg.url, data_root(cfg) / cfg.download_name, cfg.sha256)]
-    path = Path(cfg.path).expanduser()
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.parts))
-        if not files:
-            raise DataError(f"the folder {path} holds no files: put UTF-8 text files in it")
-        return files
-    raise DataError(f"no such file or folder: {path} (data.path). Give an existing UTF-8 text file or folder.")
+# ----------------------------------------------------------------------------------------------
+# Tokenizing in worker processes
+# ----------------------------------------------------------------------------------------------
+
+_tokenizer, _dtype = None, None  # each worker process's own tokenizer and token dtype, set by _start_worker
 
 
-def read_corpus(files: list[Path]) -> str:
-    """The text of the files, in order, joined by a newline."""
-    texts = []
-    for f in files:
-        try:
-            texts.append(f.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as e:
-            raise DataError(f"{f} is not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8") from None
-    text = "\n".join(texts)
-    if not text:
-        raise DataError(f"{files[0] if len(files) == 1 else 'the source folder'} is empty: there is nothing to train on")
-    return text
+def _start_worker(tokenizer_meta: dict) -> None:
+    global _tokenizer, _dtype
+    _tokenizer = tokenizer_from_meta(tokenizer_meta)
+    _dtype = token_dtype(_tokenizer.vocab_size)
 
 
-def token_dtype(vocab_size: int):
-    return np.uint16 if vocab_size <= 2**16 else np.uint32
+def _encode(texts: list[str]) -> list[np.ndarray]:
+    return [_tokenizer.encode_array(t).astype(_dtype) for t in texts]  # the shards' dtype: less to send back
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+def encoded(tasks: Iterator[list[str]], tokenizer_meta: dict, workers: int) -> Iterator[list[np.ndarray]]:
+    """Each task's token arrays, in order. At most 2 tasks per worker are in flight, so memory stays bounded."""
+    if workers <= 1:
+        _start_worker(tokenizer_meta)
+        yield from map(_encode, tasks)
+        return
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
+                             initargs=(tokenizer_meta,)) as pool:
+        pending = deque()
+        for task in tasks:
+            pending.append(pool.submit(_encode, task))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
-def load_meta(out_dir: Path, tokenizer: str | None = None) -> dict:
-    """meta.json of a prepared dataset; with `tokenizer`, check that it was made with that one."""
-    meta_path = out_dir / "meta.json"
-    if not meta_path.exists():
-        raise DataError(f"{meta_path} is missing: prepare the dataset first (python -m data.prepare ...)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{meta_path} is not valid JSON ({e}); delete {out_dir} and prepare again") from None
-    if tokenizer is not None and meta.get("tokenizer") != tokenizer:
-        raise DataError(f"{meta_path} was written for tokenizer {meta.get('tokenizer')!r}, but tokenizer "
-                        f"{tokenizer!r} was asked for; prepare under another data.name, or delete {out_dir}")
-    return meta
+# ----------------------------------------------------------------------------------------------
+# The split: held-out documents, or nanoGPT's split by characters for a few documents
+# ----------------------------------------------------------------------------------------------
 
 
-def split_file(out_dir: Path, split: str, meta: dict) -> tuple[Path, np.dtype, int]:
-    """(path, dtype, number of tokens) of train.bin or val.bin, after checking it against meta.json."""
-    path = out_dir / f"{split}.bin"
-    dtype = np.dtype(meta["dtype"])
-    if not path.exists():
-        raise DataError(f"{path} is missing; delete {out_dir} and prepare again")
-    size = path.stat().st_size
-    if size % dtype.itemsize:
-        raise DataError(f"{path} is corrupt: {size} bytes is not a whole number of {dtype.name} tokens; "
-                        f"delete {out_dir} and prepare again")
-    n = size // dtype.itemsize
-    if n != meta[f"{split}_tokens"]:
-        raise DataError(f"{path} holds {n} tokens but meta.json says {meta[f'{split}_tokens']} (truncated?); "
-                        f"delete {out_dir} and prepare again")
-    return path, dtype, n
+def held_out(document: int, fraction: float) -> bool:
+    """Document i is a validation document when floor((i + 1) f) > floor(i f): exactly a fraction f of
+    the documents, spread evenly (with f = 0.1, documents 9, 19, 29, ...)."""
+    return int((document + 1) * fraction) > int(document * fraction)
+
+
+def by_documents(stream: Iterator[tuple[str, bool]], fraction: float) -> Iterator[tuple[str, str, bool]]:
+    """(text, split, starts_document): every piece is held out or not as a whole. A record is one piece,
+    so this holds out documents; a big text file is many pieces, and its held-out pieces validate."""
+    for i, (text, starts) in enumerate(stream):
+        yield text, "val" if held_out(i, fraction) else "train", starts
+
+
+def by_characters(documents: list[str], fraction: float) -> Iterator[tuple[str, str, bool]]:
+    """nanoGPT's split of the documents joined by one separator each: the first 1 - f of the characters
+    train, the rest validate."""
+    cut = int((sum(map(len, documents)) + len(documents) - 1) * (1 - fraction))
+    position = 0
+    for i, doc in enumerate(documents):
+        here = max(0, min(len(doc), cut - position))  # how much of this document falls before the cut
+        if here:
+            yield doc[:here], "train", i > 0
+        if here < len(doc):
+            yield doc[here:], "val", i > 0 and here == 0
+        position += len(doc) + 1
+
+
+def tasks_of(segments: Iterator[tuple[str, str, bool]], plan: deque) -> Iterator[list[str]]:
+    """Group segments into tasks of about TASK_CHARS characters; plan gets (split, starts, characters) of
+    each segment, in order, for whoever writes the tasks' tokens."""
+    task, size = [], 0
+    for text, split, starts in segments:
+        task.append(text)
+        plan.append((split, starts, len(text)))
+        size += len(text)
+        if size >= TASK_CHARS:
+            yield task
+            task, size = [], 0
+    if task:
+        yield task
+
+
+# ----------------------------------------------------------------------------------------------
+# prepare
+# ----------------------------------------------------------------------------------------------
+
+
+def fingerprint(cfg: DataConfig, files: list[Path]) -> str:
+    """What the prepared files depend on: the source files (name, size, modification time) or the Hub
+    dataset, and the settings that change the tokens."""
+    what = {"files": [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files],
+            **{k: getattr(cfg, k) for k in ("tokenizer", "val_fraction", "text_field", "max_documents",
+                                             "hf_dataset", "hf_config", "hf_split", "shard_tokens")}}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+def already_prepared(out_dir: Path, digest: str) -> bool:
+    if not (out_dir / "meta.json").exists():
+        if out_dir.exists() and any(out_dir.iterdir()):
+            raise DataError(f"{out_dir} exists and is not a prepared dataset: choose another data.name (nothing "
+                            "there was changed)")
+        return False
+    meta = load_meta(out_dir)
+    if meta.get("fingerprint") == digest and meta.get("format_version") == FORMAT_VERSION:
+        for split in ("train", "val"):
+            split_shards(out_dir, split, meta)  # matching meta but broken files: say so, don't hide it
+        log.info("%s is prepared already: %s", out_dir, summary(meta))
+        return True
+    log.info("%s was prepared from another source or with other settings: preparing it again", out_dir)
+    return False
 
 
 def prepare(cfg: DataConfig) -> Path:
     """Prepare cfg's dataset unless its files already match the source; return its folder."""
-    out_dir = dataset_dir(cfg)
-    text = read_corpus(source_files(cfg))
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    if (out_dir / "meta.json").exists():
-        meta = load_meta(out_dir)
-        if meta.get("source_sha256") == digest and meta.get("tokenizer") == cfg.tokenizer:
-            for split in ("train", "val"):
-                split_file(out_dir, split, meta)  # matching meta but broken files: say so, don't hide it
-            log.info("%s is prepared already: %s", out_dir, summary(meta))
-            return out_dir
-        log.info("%s was prepared from another source or tokenizer: preparing it again", out_dir)
-
-    tok = tokenizer_for_corpus(cfg.tokenizer, text)
-    n_train_chars = int(len(text) * (1 - cfg.val_fraction))
-    ids = {"train": tok.encode(text[:n_train_chars]), "val": tok.encode(text[n_train_chars:])}
-    for split, split_ids in ids.items():
-        if not split_ids:
-            raise DataError(f"the {split} split of {cfg.name} is empty: the text has only {len(text)} characters")
-    dtype = token_dtype(tok.vocab_size)
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "meta.json").unlink(missing_ok=True)  # written last: without it the folder reads as unprepared
-    for split, split_ids in ids.items():
-        write_atomically(out_dir / f"{split}.bin", np.array(split_ids, dtype=dtype).tobytes())
-    meta = {"format_version": FORMAT_VERSION, **tok.meta(), "dtype": np.dtype(dtype).name,
-            "train_tokens": len(ids["train"]), "val_tokens": len(ids["val"]),
-            "source": str(cfg.path or cfg.url), "source_sha256": digest, "val_fraction": cfg.val_fraction}
-    write_atomically(out_dir / "meta.json", json.dumps(meta, indent=1, ensure_ascii=False).encode("utf-8"))
+    files = source_files(cfg)
+    out_dir, digest = dataset_dir(cfg), fingerprint(cfg, files)
+    if already_prepared(out_dir, digest):
+        return out_dir
+    partial = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # what an interrupted preparation left
+    partial.mkdir(parents=True)
+    try:
+        meta = write_dataset(cfg, files, partial)
+        write_meta(partial, {**meta, "fingerprint": digest})
+        old = out_dir.with_name(f".{out_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if out_dir.exists():
+            out_dir.rename(old)
+        partial.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     log.info("prepared %s: %s", out_dir, summary(meta))
     return out_dir
+
+
+def write_dataset(cfg: DataConfig, files: list[Path], out: Path) -> dict:
+    """Tokenize the corpus into out/ (shards); return meta.json's content."""
+    source = cfg.hf_dataset or str(cfg.path or cfg.url)
+    stream = pieces(cfg, files)
+    head, size = [], 0  # the start of the corpus, up to SMALL_CHARS characters
+    for piece in stream:
+        head.append(piece)
+        size += len(piece[0])
+        if size > SMALL_CHARS:
+            break
+    if size == 0:
+        where = files[0] if len(files) == 1 else cfg.hf_dataset or "the source folder"
+        raise DataError(f"{where} is empty: there is nothing to train on")
+    whole = size <= SMALL_CHARS and sum(starts for _, starts in head) < MIN_DOCUMENTS
+    if whole:  # few documents: nanoGPT's split by characters
+        documents = []
+        for text, starts in head:
+            if starts or not documents:
+                documents.append(text)
+            else:
+                documents[-1] += text
+        segments = by_characters(documents, cfg.val_fraction)
+    else:
+        segments = by_documents(chain(head, stream), cfg.val_fraction)
+
+    if cfg.tokenizer == "char":  # the vocabulary is the corpus's characters: one more pass to find them
+        chars = set()
+        for text, _ in (head if whole else pieces(cfg, files)):
+            chars.update(text)
+        several = not whole or len(documents) > 1
+        tokenizer = CharTokenizer("".join(sorted(chars | {"\n"} if several else chars)))  # "\n": the separator
+    else:
+        tokenizer = GPT2Tokenizer()
+    separator = tokenizer.eot if tokenizer.eot is not None else tokenizer.stoi.get("\n")
+    dtype = token_dtype(tokenizer.vocab_size)
+    writers = {split: ShardWriter(out, split, dtype, cfg.shard_tokens) for split in ("train", "val")}
+    workers = cfg.workers or os.cpu_count() or 1
+    plan, total_bytes = deque(), sum(f.stat().st_size for f in files) or None
+    progress, started, chars = Progress(total_bytes), time.perf_counter(), 0
+    for arrays in encoded(tasks_of(segments, plan), tokenizer.meta(), workers):
+        for ids in arrays:
+            split, starts, n_chars = plan.popleft()
+            writer = writers[split]
+            if starts and writer.tokens and separator is not None:
+                writer.write(np.array([separator]))
+            writer.write(ids)
+            chars += n_chars
+        tokens, seconds = writers["train"].tokens + writers["val"].tokens, time.perf_counter() - started
+        eta = f", ETA {duration(seconds * (total_bytes - chars) / chars)}" if total_bytes and chars else ""
+        progress.update(chars, f"{tokens:,} tokens, {tokens / seconds:,.0f} tokens/s{eta}")
+    progress.clear()
+    shards = {split: w.close() for split, w in writers.items()}
+    for split, w in writers.items():
+        if not w.tokens:
+            raise DataError(f"the {split} split of {cfg.name} is empty: the corpus is too small for "
+                            f"val_fraction={cfg.val_fraction}")
+    return {"format_version": FORMAT_VERSION, **tokenizer.meta(), "dtype": dtype.name, "shards": shards,
+            "train_tokens": writers["train"].tokens, "val_tokens": writers["val"].tokens,
+            "split": "characters" if whole else "documents", "val_fraction": cfg.val_fraction, "source": source}
 
 
 def summary(meta: dict) -> str:

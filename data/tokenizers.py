@@ -2,6 +2,8 @@
 
 from typing import Optional
 
+import numpy as np
+
 from data.config import TOKENIZERS, DataError
 
 
@@ -15,6 +17,7 @@ class CharTokenizer:
         self.stoi = {c: i for i, c in enumerate(chars)}
         self.vocab_size = len(chars)
         self.eot: Optional[int] = None  # no end-of-text token at character level
+        self._table = None  # code point -> id, built on the first encode_array
 
     @classmethod
     def from_text(cls, text: str) -> "CharTokenizer":
@@ -27,6 +30,17 @@ class CharTokenizer:
             unknown = sorted({c for c in text if c not in self.stoi})
             raise DataError(f"{len(unknown)} character(s) not in the {self.vocab_size}-character vocabulary: "
                             f"{', '.join(map(repr, unknown))}. Remove them from the text.") from None
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """encode, vectorised for corpora: a lookup table indexed by code point, (len(text),) int64."""
+        if self._table is None:
+            self._table = np.full(max(map(ord, self.chars)) + 1, -1, dtype=np.int64)
+            self._table[[ord(c) for c in self.chars]] = np.arange(len(self.chars))
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        ids = self._table[np.minimum(codes, len(self._table) - 1)]
+        if (ids < 0).any() or (codes >= len(self._table)).any():
+            self.encode(text)  # raises, naming the characters
+        return ids
 
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids)
@@ -55,6 +69,9 @@ class GPT2Tokenizer:
     def encode(self, text: str) -> list[int]:
         # Special-token strings in the text are encoded as ordinary text, never as control tokens.
         return self.enc.encode_ordinary(text)
+
+    def encode_array(self, text: str) -> np.ndarray:
+        return np.array(self.enc.encode_ordinary(text), dtype=np.int64)
 
     def decode(self, ids) -> str:
         return self.enc.decode(list(ids))

@@ -5,6 +5,7 @@
     checkpoint.py  atomic save, weights_only load, the one resolver of "run directory or file"
     devices.py     device, dtype and autocast choice; GPU peak FLOPs for MFU
     processes.py   torchrun processes (join, agree, gather) and stop signals
+    parallel.py    DDP or FSDP2 over the processes; the whole model and optimizer state for checkpoints
     runlog.py      what a run says and writes: console, train.log, metrics.jsonl, wandb, progress bar
     plots.py       attention heatmaps (matplotlib, headless)
 

@@ -31,7 +31,12 @@ def exit_on_user_error() -> Iterator[None]:
 
 
 def fail(message: str) -> None:
-    sys.stdout.flush()
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every process stops; one says why
         print(f"error: {message}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if "torch.distributed" in sys.modules and sys.modules["torch.distributed"].is_initialized():
+        # A process group that a failed setup left behind: tearing it down may wait on peers that have
+        # stopped too. Every file is closed already; leave at once.
+        os._exit(2)
     sys.exit(2)

@@ -19,15 +19,19 @@ def duration(seconds: float) -> str:
 
 
 class Progress:
-    """A one-line progress bar on a terminal's stderr; nothing when stderr is not a terminal."""
+    """A one-line progress bar on a terminal's stderr; nothing when stderr is not a terminal.
 
-    def __init__(self, total: int, enabled: bool):
+    update(done, text) draws done / total as a bar (no bar when the total is unknown: None), then text.
+    """
+
+    def __init__(self, total: Optional[float], enabled: bool = True):
         self.total, self.enabled, self.shown = total, enabled and sys.stderr.isatty(), False
 
-    def update(self, step: int, text: str) -> None:
+    def update(self, done: float, text: str) -> None:
         if self.enabled:
-            filled = int(30 * step / max(1, self.total))
-            sys.stderr.write(f"\r\033[K[{'#' * filled}{'.' * (30 - filled)}] {step}/{self.total} {text}")
+            filled = int(30 * min(1.0, done / self.total)) if self.total else 0
+            bar = f"[{'#' * filled}{'.' * (30 - filled)}] " if self.total else ""
+            sys.stderr.write(f"\r\033[K{bar}{text}")
             sys.stderr.flush()
             self.shown = True
 
@@ -89,7 +93,7 @@ class RunLog:
             self.wandb.log({k: v for k, v in entry.items() if k not in ("kind", "step")}, step=entry["step"])
 
     def progress(self, step: int, text: str) -> None:
-        self.bar.update(step, text)
+        self.bar.update(step, f"{step}/{self.bar.total} {text}")
 
     def close(self, failure: Optional[str] = None) -> None:
         """Flush and detach everything. failure: why the run stopped, written to train.log alone (the

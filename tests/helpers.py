@@ -1,6 +1,8 @@
 """What several test files share: the repository's path, the one tiny model, running a command."""
 
+import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +34,19 @@ def run_command(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: 
     """`python *args` as a user types it (e.g. run_command("train.py", "max_steps=2")), output captured."""
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, **kwargs)
+
+
+def metrics(run_dir: Path, kind: str = "train") -> list[dict]:
+    return [e for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if e["kind"] == kind]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(n: int) -> list[str]:
+    """The torchrun command for n processes on this machine, on a port no other test holds."""
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--master_addr=127.0.0.1",
+            f"--master_port={free_port()}"]

@@ -101,7 +101,7 @@ TRAIN_CASES = [  # (arguments, what the one line must say)
     ("data.tokenizer=bpe", "data.tokenizer='bpe' must be one of char, gpt2"),
     ("data.name=../x", "data.name='../x' must be a folder name"),
     ("data=nonexistent", "data=nonexistent: there is no configs/data/nonexistent.yaml"),
-    ("model=huge", "model=huge: there is no configs/model/huge.yaml; choose one of mini, small, tiny"),
+    ("model=huge", "model=huge: there is no configs/model/huge.yaml; choose one of gpt2, mini, small, tiny"),
     ("experiment=nope", "experiment=nope: there is no configs/experiment/nope.yaml"),
     ("data=text data.path=/nonexistent/book.txt", "no such file or folder: /nonexistent/book.txt (data.path)"),
     ("optim.lr=abc", "optim.lr=abc: Value 'abc' of type 'str' could not be converted to Float"),

@@ -1,7 +1,6 @@
 """The data pipeline: tokenizers, preparation, batches, downloads, and clear errors for bad input."""
 
 import http.server
-import json
 import os
 import socket
 import subprocess
@@ -16,7 +15,8 @@ import torch
 from data.config import DataConfig, DataError
 from data.download import download
 from data.loader import BatchSampler, fixed_batches
-from data.prepare import load_meta, prepare
+from data.prepare import prepare
+from data.shards import ShardWriter, load_meta, split_shards, write_meta
 from data.tokenizers import CharTokenizer, GPT2Tokenizer, tokenizer_from_meta
 from tests.helpers import run_command
 
@@ -29,15 +29,24 @@ def text_config(root: Path, path: Path, tokenizer: str = "char", name: str = "my
     return DataConfig(name=name, tokenizer=tokenizer, path=str(path), url=None, sha256=None, root=str(root))
 
 
-def write_tokens(out_dir: Path, train: np.ndarray, val: np.ndarray, tokenizer: str = "char") -> Path:
+def write_tokens(out_dir: Path, train: np.ndarray, val: np.ndarray, tokenizer: str = "char",
+                 shard_tokens: int = 10**9) -> Path:
     """A prepared dataset with the given token ids, written the way `prepare` writes one."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "train.bin").write_bytes(train.astype(np.uint16).tobytes())
-    (out_dir / "val.bin").write_bytes(val.astype(np.uint16).tobytes())
-    meta = {"tokenizer": tokenizer, "vocab_size": 65536, "dtype": "uint16",
-            "train_tokens": len(train), "val_tokens": len(val)}
-    (out_dir / "meta.json").write_text(json.dumps(meta))
+    shards = {}
+    for split, ids in (("train", train), ("val", val)):
+        writer = ShardWriter(out_dir, split, np.uint16, shard_tokens)
+        writer.write(ids)
+        shards[split] = writer.close()
+    write_meta(out_dir, {"format_version": 2, "tokenizer": tokenizer, "vocab_size": 65536, "dtype": "uint16",
+                         "shards": shards, "train_tokens": len(train), "val_tokens": len(val)})
     return out_dir
+
+
+def tokens_of(out_dir: Path, split: str) -> np.ndarray:
+    """All the token ids of a prepared split, its shards in order."""
+    meta = load_meta(out_dir)
+    return np.concatenate([np.fromfile(p, dtype=meta["dtype"]) for p, _ in split_shards(out_dir, split, meta)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,10 +97,9 @@ def test_prepared_token_counts_match_nanogpt(data_root, tokenizer, train, val):
     out = prepare(shakespeare(data_root, tokenizer))
     meta = load_meta(out, tokenizer)
     assert (meta["train_tokens"], meta["val_tokens"]) == (train, val)
-    assert meta["dtype"] == "uint16"
-    assert meta["source_sha256"] == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-    assert (out / "train.bin").stat().st_size == 2 * train
-    ids = np.fromfile(out / "val.bin", dtype=np.uint16)
+    assert meta["dtype"] == "uint16" and meta["split"] == "characters"  # one document: nanoGPT's split
+    assert (out / "train_00000.bin").stat().st_size == 2 * train
+    ids = tokens_of(out, "val")
     text = (data_root / "tinyshakespeare/input.txt").read_text()
     assert tokenizer_from_meta(meta).decode(ids.tolist()) == text[int(len(text) * 0.9) :]
 
@@ -101,9 +109,9 @@ def test_prepare_is_skipped_when_the_files_match_and_redone_when_the_source_chan
     src.write_text("to be or not to be, that is the question\n" * 50)
     cfg = text_config(tmp_path, src)
     out = prepare(cfg)
-    stamp = (out / "train.bin").stat().st_mtime_ns
+    stamp = (out / "train_00000.bin").stat().st_mtime_ns
     prepare(cfg)
-    assert (out / "train.bin").stat().st_mtime_ns == stamp  # nothing rewritten
+    assert (out / "train_00000.bin").stat().st_mtime_ns == stamp  # nothing rewritten
     src.write_text("something else entirely\n" * 100)
     prepare(cfg)
     meta = load_meta(out)
@@ -118,7 +126,7 @@ def test_prepare_reads_a_folder_of_files_in_sorted_order(tmp_path):
     (folder / "a.txt").write_text("aaaa" * 20)
     out = prepare(text_config(tmp_path, folder))
     meta = load_meta(out)
-    ids = np.concatenate([np.fromfile(out / f"{s}.bin", dtype=np.uint16) for s in ("train", "val")])
+    ids = np.concatenate([tokens_of(out, s) for s in ("train", "val")])
     text = tokenizer_from_meta(meta).decode(ids.tolist())
     assert text == "\n".join(["aaaa" * 20, "bbbb" * 20, "cccc" * 20])
 
@@ -305,15 +313,15 @@ def test_a_text_shorter_than_block_size_plus_one_is_refused(tmp_path):
 
 
 def test_a_corrupt_bin_is_refused(counting):
-    with open(counting / "train.bin", "ab") as f:
+    with open(counting / "train_00000.bin", "ab") as f:
         f.write(b"\x00")  # 10,001 bytes: not a whole number of uint16 tokens
     with pytest.raises(DataError, match="corrupt: 10001 bytes is not a whole number of uint16 tokens"):
         BatchSampler(counting, "train", 16, 4, seed=0)
 
 
 def test_a_truncated_bin_is_refused(counting):
-    data = (counting / "train.bin").read_bytes()
-    (counting / "train.bin").write_bytes(data[:4000])
+    data = (counting / "train_00000.bin").read_bytes()
+    (counting / "train_00000.bin").write_bytes(data[:4000])
     with pytest.raises(DataError, match="holds 2000 tokens but meta.json says 5000"):
         BatchSampler(counting, "train", 16, 4, seed=0)
 
@@ -322,8 +330,8 @@ def test_a_truncated_bin_is_reported_even_when_preparation_is_skipped(tmp_path):
     (tmp_path / "t.txt").write_text("some text to learn from. " * 40)
     cfg = text_config(tmp_path, tmp_path / "t.txt")
     out = prepare(cfg)
-    (out / "val.bin").write_bytes((out / "val.bin").read_bytes()[:-2])
-    with pytest.raises(DataError, match="val.bin holds .* tokens but meta.json says"):
+    (out / "val_00000.bin").write_bytes((out / "val_00000.bin").read_bytes()[:-2])
+    with pytest.raises(DataError, match="val_00000.bin holds .* tokens but meta.json says"):
         prepare(cfg)
 
 

@@ -1,11 +1,9 @@
 """train.py: configs, checkpoints, exact resume, accumulation, DDP, signals, wandb. CPU only."""
 
 import dataclasses
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +19,8 @@ from model.gpt import GPT, GPTConfig
 from runtime import checkpoint
 from runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from runtime.config import CONFIG_DIR, ConfigError, compose
-from tests.helpers import REPO, run_command, tiny_model
+from runtime.parallel import shard, whole
+from tests.helpers import REPO, free_port, metrics, run_command, tiny_model, torchrun
 from train import TrainConfig, TrainError, build_optimizer, forward_backward, lr_at, resumed_config, train
 
 TINY = ["model=tiny", "batch_size=4", "eval_batches=2", "log_interval=1", "eval_interval=4", "progress=false",
@@ -39,22 +38,6 @@ def tiny_config(data_root: Path, *overrides: str) -> TrainConfig:
 def resume(*overrides: str) -> dict:
     """What `python train.py resume=... key=value` does, in this process."""
     return train(compose_config(list(overrides)), overrides)
-
-
-def metrics(run_dir: Path, kind: str = "train") -> list[dict]:
-    return [e for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if e["kind"] == kind]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def torchrun(n: int) -> list[str]:
-    """The torchrun command for n processes on this machine, on a port no other test holds."""
-    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--master_addr=127.0.0.1",
-            f"--master_port={free_port()}"]
 
 
 def run_train(*overrides: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 300):
@@ -154,27 +137,28 @@ def test_k_micro_batches_of_b_equal_one_step_at_batch_k_times_b():
         torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-5)
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+def _parallel_worker(rank: int, world: int, port: int, out: str, how: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.manual_seed(0)
-    model = torch.nn.parallel.DistributedDataParallel(tiny_model(block_size=16, n_embd=32))
+    model = tiny_model(block_size=16, n_embd=32)
+    model = torch.nn.parallel.DistributedDataParallel(model) if how == "ddp" else shard(model)
     x, y = torch.load(out + ".batch")
     half = slice(rank * 4, rank * 4 + 4)
-    # two micro-batches of 2 per process: also exercises no_sync during accumulation
-    forward_backward(model, [(x[half][:2], y[half][:2]), (x[half][2:], y[half][2:])],
-                     nullcontext)
+    # two micro-batches of 2 per process: the first backward must not synchronise (gradient_sync)
+    forward_backward(model, [(x[half][:2], y[half][:2]), (x[half][2:], y[half][2:])], nullcontext)
+    grads = [whole(p.grad) for p in model.parameters()]  # FSDP: each process holds a shard; gather it
     if rank == 0:
-        torch.save([p.grad for p in model.module.parameters()], out)
+        torch.save(grads, out)
     dist.destroy_process_group()
 
 
-def test_two_ddp_processes_compute_the_gradient_of_one_process_on_the_whole_batch(tmp_path):
+@pytest.mark.parametrize("how", ["ddp", "fsdp"])
+def test_two_processes_compute_the_gradient_of_one_process_on_the_whole_batch(tmp_path, how):
     torch.manual_seed(1)
     x, y = torch.randint(0, 65, (8, 16)), torch.randint(0, 65, (8, 16))
     out = str(tmp_path / "grads.pt")
     torch.save((x, y), out + ".batch")
-    mp.spawn(_ddp_worker, args=(2, free_port(), out), nprocs=2, join=True)
+    mp.spawn(_parallel_worker, args=(2, free_port(), out, how), nprocs=2, join=True)
     single = tiny_model(block_size=16, n_embd=32)
     forward_backward(single, [(x, y)], nullcontext)
     for a, b in zip(torch.load(out), single.parameters()):
