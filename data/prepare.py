@@ -224,7 +224,8 @@ def write_dataset(cfg: DataConfig, files: list[Path], out: Path) -> dict:
     separator = tokenizer.eot if tokenizer.eot is not None else tokenizer.stoi.get("\n")
     dtype = token_dtype(tokenizer.vocab_size)
     writers = {split: ShardWriter(out, split, dtype, cfg.shard_tokens) for split in ("train", "val")}
-    workers = cfg.workers or os.cpu_count() or 1
+    # a small corpus is tokenized in this process: starting workers would cost more than it saves
+    workers = 1 if whole else cfg.workers or os.cpu_count() or 1
     plan, total_bytes = deque(), sum(f.stat().st_size for f in files) or None
     progress, started, chars = Progress(total_bytes), time.perf_counter(), 0
     for arrays in encoded(tasks_of(segments, plan), tokenizer.meta(), workers):

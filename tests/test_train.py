@@ -1,6 +1,7 @@
 """train.py: configs, checkpoints, exact resume, accumulation, DDP, signals, wandb. CPU only."""
 
 import dataclasses
+import gc
 import os
 import shutil
 import signal
@@ -149,6 +150,8 @@ def _parallel_worker(rank: int, world: int, port: int, out: str, how: str) -> No
     grads = [whole(p.grad) for p in model.parameters()]  # FSDP: each process holds a shard; gather it
     if rank == 0:
         torch.save(grads, out)
+    del model  # before the process group: what holds it must go first (see train.Run.close)
+    gc.collect()
     dist.destroy_process_group()
 
 
