@@ -26,9 +26,9 @@ import torch
 from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from data.config import DataConfig, dataset_dir
+from data.config import DataConfig, DataError, dataset_dir
 from data.loader import BatchSampler, fixed_batches
-from data.prepare import prepare
+from data.prepare import is_prepared, prepare
 from data.shards import load_meta
 from model.gpt import GPT, GPTConfig
 from runtime.checkpoint import find_checkpoint, link_checkpoint, load_checkpoint, run_dir_of, save_checkpoint
@@ -301,7 +301,12 @@ def new_out_dir(cfg: TrainConfig, checkpoint: Optional[Path]) -> Path:
 
 
 def prepare_data(cfg: DataConfig, procs: Processes) -> tuple[Path, dict]:
-    """The first process on each machine prepares the dataset (once); the others wait for its verdict."""
+    """The first process on each machine prepares the dataset (once); the others wait for its verdict.
+    A Hub corpus streams for hours, longer than the others may wait: it is prepared beforehand."""
+    if procs.world_size > 1 and cfg.hf_dataset and not is_prepared(cfg):
+        raise DataError(f"{cfg.hf_dataset} is not prepared yet, and preparing it takes hours, longer than the other "
+                        "processes may wait: run `python -m data.prepare` with the same data settings first "
+                        "(e.g. python -m data.prepare data=fineweb_edu)")
     procs.decide(lambda: prepare(cfg), on_each_machine=True)
     data_dir = dataset_dir(cfg)
     return data_dir, load_meta(data_dir, cfg.tokenizer)

@@ -13,7 +13,8 @@ MIN_DOCUMENTS documents that fits in SMALL_CHARS characters (Tiny Shakespeare: o
 as nanoGPT splits it instead: the first 90% of its characters train, the last 10% validate.
 
 Everything is written into a hidden .partial folder that replaces data/<name> only when complete: an
-interrupted preparation leaves the previous dataset (or nothing) and restarts cleanly next time.
+interrupted preparation leaves the previous dataset (or nothing) and restarts cleanly next time (killed
+between the two renames of the swap, the previous dataset is put back at the next start).
 Training calls `prepare` itself, which does nothing while meta.json's fingerprint of the source matches.
 """
 
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import time
 from collections import deque
@@ -93,39 +95,43 @@ def encoded(tasks: Iterator[list[str]], tokenizer_meta: dict, workers: int) -> I
 
 
 def held_out(document: int, fraction: float) -> bool:
-    """Document i is a validation document when floor((i + 1) f) > floor(i f): exactly a fraction f of
-    the documents, spread evenly (with f = 0.1, documents 9, 19, 29, ...)."""
-    return int((document + 1) * fraction) > int(document * fraction)
+    """Document i is a validation document when round((i + 1) f) > round(i f): a fraction f of the
+    documents, spread evenly, the first one early (with f = 0.1: documents 4, 14, 24, ...)."""
+    return int((document + 1) * fraction + 0.5) > int(document * fraction + 0.5)
 
 
 def by_documents(stream: Iterator[tuple[str, bool]], fraction: float) -> Iterator[tuple[str, str, bool]]:
-    """(text, split, starts_document): every piece is held out or not as a whole. A record is one piece,
-    so this holds out documents; a big text file is many pieces, and its held-out pieces validate."""
+    """(text, split, joins_previous): every piece is held out or not as a whole. A record is one piece,
+    so this holds out documents; a big text file is many pieces, and its held-out pieces validate.
+    A piece joins the text before it in its split only if it continues the very piece written before."""
+    previous = None
     for i, (text, starts) in enumerate(stream):
-        yield text, "val" if held_out(i, fraction) else "train", starts
+        split = "val" if held_out(i, fraction) else "train"
+        yield text, split, not starts and previous == split
+        previous = split
 
 
 def by_characters(documents: list[str], fraction: float) -> Iterator[tuple[str, str, bool]]:
     """nanoGPT's split of the documents joined by one separator each: the first 1 - f of the characters
-    train, the rest validate."""
+    train, the rest validate. (text, split, joins_previous), as by_documents."""
     cut = int((sum(map(len, documents)) + len(documents) - 1) * (1 - fraction))
     position = 0
-    for i, doc in enumerate(documents):
+    for doc in documents:
         here = max(0, min(len(doc), cut - position))  # how much of this document falls before the cut
         if here:
-            yield doc[:here], "train", i > 0
+            yield doc[:here], "train", False
         if here < len(doc):
-            yield doc[here:], "val", i > 0 and here == 0
+            yield doc[here:], "val", False  # the first val text: nothing before it to separate from
         position += len(doc) + 1
 
 
 def tasks_of(segments: Iterator[tuple[str, str, bool]], plan: deque) -> Iterator[list[str]]:
-    """Group segments into tasks of about TASK_CHARS characters; plan gets (split, starts, characters) of
-    each segment, in order, for whoever writes the tasks' tokens."""
+    """Group segments into tasks of about TASK_CHARS characters; plan gets (split, joins_previous,
+    characters) of each segment, in order, for whoever writes the tasks' tokens."""
     task, size = [], 0
-    for text, split, starts in segments:
+    for text, split, joins in segments:
         task.append(text)
-        plan.append((split, starts, len(text)))
+        plan.append((split, joins, len(text)))
         size += len(text)
         if size >= TASK_CHARS:
             yield task
@@ -142,7 +148,7 @@ def tasks_of(segments: Iterator[tuple[str, str, bool]], plan: deque) -> Iterator
 def fingerprint(cfg: DataConfig, files: list[Path]) -> str:
     """What the prepared files depend on: the source files (name, size, modification time) or the Hub
     dataset, and the settings that change the tokens."""
-    what = {"files": [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files],
+    what = {"files": [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files],
             **{k: getattr(cfg, k) for k in ("tokenizer", "val_fraction", "text_field", "max_documents",
                                              "hf_dataset", "hf_config", "hf_split", "shard_tokens")}}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
@@ -164,19 +170,31 @@ def already_prepared(out_dir: Path, digest: str) -> bool:
     return False
 
 
+def is_prepared(cfg: DataConfig) -> bool:
+    """Whether data/<name> holds this dataset already (its fingerprint matches), without preparing it."""
+    try:
+        meta = load_meta(dataset_dir(cfg))
+    except DataError:
+        return False
+    return meta.get("format_version") == FORMAT_VERSION and meta.get("fingerprint") == \
+        fingerprint(cfg, source_files(cfg))
+
+
 def prepare(cfg: DataConfig) -> Path:
     """Prepare cfg's dataset unless its files already match the source; return its folder."""
     files = source_files(cfg)
     out_dir, digest = dataset_dir(cfg), fingerprint(cfg, files)
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    if not out_dir.exists() and (old / "meta.json").exists():
+        old.rename(out_dir)  # killed between the two renames below: the previous dataset comes back
     if already_prepared(out_dir, digest):
         return out_dir
-    partial = out_dir.with_name(f".{out_dir.name}.partial")
+    partial = out_dir.with_name(f".{out_dir.name}.partial-{socket.gethostname()}")  # one per machine
     shutil.rmtree(partial, ignore_errors=True)  # what an interrupted preparation left
     partial.mkdir(parents=True)
     try:
         meta = write_dataset(cfg, files, partial)
         write_meta(partial, {**meta, "fingerprint": digest})
-        old = out_dir.with_name(f".{out_dir.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if out_dir.exists():
             out_dir.rename(old)
@@ -225,14 +243,14 @@ def write_dataset(cfg: DataConfig, files: list[Path], out: Path) -> dict:
     dtype = token_dtype(tokenizer.vocab_size)
     writers = {split: ShardWriter(out, split, dtype, cfg.shard_tokens) for split in ("train", "val")}
     # a small corpus is tokenized in this process: starting workers would cost more than it saves
-    workers = 1 if whole else cfg.workers or os.cpu_count() or 1
+    workers = 1 if whole else cfg.workers or min(16, len(os.sched_getaffinity(0)))
     plan, total_bytes = deque(), sum(f.stat().st_size for f in files) or None
     progress, started, chars = Progress(total_bytes), time.perf_counter(), 0
     for arrays in encoded(tasks_of(segments, plan), tokenizer.meta(), workers):
         for ids in arrays:
-            split, starts, n_chars = plan.popleft()
+            split, joins, n_chars = plan.popleft()
             writer = writers[split]
-            if starts and writer.tokens and separator is not None:
+            if not joins and writer.tokens and separator is not None:
                 writer.write(np.array([separator]))
             writer.write(ids)
             chars += n_chars
@@ -243,8 +261,8 @@ def write_dataset(cfg: DataConfig, files: list[Path], out: Path) -> dict:
     shards = {split: w.close() for split, w in writers.items()}
     for split, w in writers.items():
         if not w.tokens:
-            raise DataError(f"the {split} split of {cfg.name} is empty: the corpus is too small for "
-                            f"val_fraction={cfg.val_fraction}")
+            raise DataError(f"the {split} split of {cfg.name} is empty: the corpus has too few documents (or "
+                            f"1M-character pieces) for val_fraction={cfg.val_fraction}; raise it")
     return {"format_version": FORMAT_VERSION, **tokenizer.meta(), "dtype": dtype.name, "shards": shards,
             "train_tokens": writers["train"].tokens, "val_tokens": writers["val"].tokens,
             "split": "characters" if whole else "documents", "val_fraction": cfg.val_fraction, "source": source}

@@ -1,7 +1,8 @@
 """Where a corpus's text comes from, read a piece at a time so that no corpus is ever held in memory.
 
 `pieces(cfg)` yields (text, starts_document) pairs:
-  * a .txt file is one document, read in pieces of about PIECE_CHARS characters cut after a newline;
+  * a text file (.txt, or any file named on its own that is not .jsonl or .parquet) is one document,
+    read in pieces of about PIECE_CHARS characters cut after a newline;
   * each record of a .jsonl or .parquet file is a document (its `text_field`), read through Hugging Face
     `datasets` in streaming mode: the same code path as a named corpus on the Hub (`hf_dataset`, e.g.
     FineWeb-Edu or OpenWebText), whose records have the same shape;
@@ -14,8 +15,9 @@ from typing import Iterator
 from data.config import DataConfig, DataError, data_root
 from data.download import download
 
-PIECE_CHARS = 4_000_000  # a .txt file is read this many characters at a time (about 4 MB of text)
-KINDS = (".txt", ".jsonl", ".parquet")
+PIECE_CHARS = 1_000_000  # a text file is read this many characters at a time (about 1 MB of text)
+KINDS = (".txt", ".jsonl", ".parquet")  # what a folder's files may be; a file named on its own is text
+RECORDS = (".jsonl", ".parquet")  # unless it is one of these
 
 
 def source_files(cfg: DataConfig) -> list[Path]:
@@ -63,7 +65,8 @@ def record_pieces(records, field: str, where: str) -> Iterator[tuple[str, bool]]
         if not isinstance(text, str):
             raise DataError(f"a record of {where} has no text field {field!r} (it has {sorted(record)}): "
                             "set data.text_field")
-        yield text, True
+        if text:  # an empty record is no document
+            yield text, True
 
 
 def hf_records(cfg: DataConfig, files: list[Path] = ()):
@@ -87,7 +90,7 @@ def pieces(cfg: DataConfig, files: list[Path]) -> Iterator[tuple[str, bool]]:
             return
         i = 0
         while i < len(files):
-            if files[i].suffix == ".txt":
+            if files[i].suffix not in RECORDS:
                 yield from text_pieces(files[i])
                 i += 1
             else:  # a run of files of one kind goes through one streaming dataset

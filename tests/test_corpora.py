@@ -114,7 +114,22 @@ def test_a_big_text_file_is_read_in_pieces_and_each_piece_is_a_document(tmp_path
     assert [starts for _, starts in pieces] == [True] + [False] * (len(pieces) - 1)  # one document
     tok = tokenizer_from_meta(meta)
     # pieces of one document are contiguous: no separator; the held-out pieces make the validation text
-    assert tok.decode(tokens(out, "val").tolist()) == "".join(p for i, (p, _) in enumerate(pieces) if held_out(i, 0.1))
+    held = [p for i, (p, _) in enumerate(pieces) if held_out(i, 0.1)]
+    assert len(held) >= 2
+    assert tok.decode(tokens(out, "val").tolist()) == "\n".join(held)  # pieces not contiguous: a separator
+    train = [p for i, (p, _) in enumerate(pieces) if not held_out(i, 0.1)]
+    assert len(tokens(out, "train")) == sum(map(len, train)) + len(held)  # one separator per gap
+
+
+def test_a_single_file_of_any_name_is_text_and_empty_records_are_no_documents(tmp_path):
+    (tmp_path / "notes.md").write_text("# Notes\nSome text, with more text.\n" * 20)
+    out = prepare(config(tmp_path, path=str(tmp_path / "notes.md")))
+    assert load_meta(out)["train_tokens"] + load_meta(out)["val_tokens"] == 20 * len("# Notes\nSome text, with more text.\n")
+    docs = documents(150)
+    fineweb_like(tmp_path / "src", [d if i % 3 else "" for i, d in enumerate(docs)])  # a third of them empty
+    meta = load_meta(prepare(config(tmp_path, name="c2", tokenizer="gpt2", path=str(tmp_path / "src"))))
+    kept = [d for i, d in enumerate(docs) if i % 3]
+    assert meta["train_tokens"] + meta["val_tokens"] == sum(len(GPT2Tokenizer().encode(d)) for d in kept) + len(kept) - 2
 
 
 def test_max_documents_reads_only_the_first_documents(tmp_path):
