@@ -33,7 +33,7 @@ from data.shards import load_meta
 from model.gpt import GPT, GPTConfig
 from runtime.checkpoint import find_checkpoint, link_checkpoint, load_checkpoint, run_dir_of, save_checkpoint
 from runtime.config import groups, parse_overrides, require, run_command, to_schema
-from runtime.devices import DEVICE, DTYPE_NAMES, autocast, peak_flops, resolve_dtype
+from runtime.devices import DEVICE, DTYPE_NAMES, FUSED_ADAMW_DEVICES, autocast, peak_flops, resolve_dtype
 from runtime.errors import UserError
 from runtime.parallel import (
     gradient_sync,
@@ -142,7 +142,7 @@ def build_optimizer(model: torch.nn.Module, o: OptimConfig, device: torch.device
     params = list(model.parameters())  # a tied weight appears once
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": o.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), fused=device.type == "cuda")
+    return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), fused=device.type in FUSED_ADAMW_DEVICES)
 
 
 def forward_backward(model: torch.nn.Module, micro_batches: list, precision: Callable,
@@ -411,7 +411,7 @@ def setup(cfg: TrainConfig, overrides: Sequence[str] = ()) -> Run:
             check_checkpoint(checkpoint, raw_model, procs)
         model = wrap(raw_model, cfg, device, procs)
         optimizer = build_optimizer(raw_model, cfg.optim, device)  # after sharding: on this process's shards
-        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+        scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None  # fp16 needs loss scaling
         torch.manual_seed(cfg.seed + procs.rank)  # dropout differs between processes
         block_size = raw_model.config.block_size
         sampler = BatchSampler(data_dir, "train", block_size, micro, cfg.seed + procs.rank, device, meta)

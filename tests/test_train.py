@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import train as train_module
 from model.gpt import GPT, GPTConfig
 from runtime import checkpoint
 from runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -220,6 +221,38 @@ def test_resume_applies_key_overrides_and_refuses_group_switches(data_root, tmp_
         resume(f"resume={run}", "model=small")
 
 
+def test_fp16_with_a_grad_scaler_resumes_exactly_and_skips_steps_with_inf_gradients(data_root, tmp_path,
+                                                                                   monkeypatch):
+    """The CUDA fp16 path, run on a CPU: GradScaler("cpu"), its state in checkpoints, a skipped step."""
+    monkeypatch.setattr("runtime.devices.FP16_DEVICES", ("cuda", "cpu"))  # lifted for this test only
+    fp16 = ["dtype=fp16", "max_steps=4", "eval_interval=2"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(tiny_config(data_root, *fp16, f"out_dir={straight}"))
+    train(tiny_config(data_root, *fp16, "stop_step=2", f"out_dir={split}"))
+    resume(f"resume={split}")
+    assert [e["loss"] for e in metrics(split)] == [e["loss"] for e in metrics(straight)]
+    a, b = (load_checkpoint(run / "checkpoints" / "last.pt") for run in (straight, split))
+    assert a["scaler"] == b["scaler"] and a["scaler"]["scale"] == 2.0**16  # no overflow in 4 steps: untouched
+
+    calls = {"n": 0}
+    original = train_module.forward_backward
+
+    def overflow_at_step_3(model, micro_batches, precision, scaler=None):
+        loss = original(model, micro_batches, precision, scaler)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            next(model.parameters()).grad.fill_(float("inf"))  # as an fp16 overflow in the backward pass
+        return loss
+
+    monkeypatch.setattr(train_module, "forward_backward", overflow_at_step_3)
+    skipped = tmp_path / "skipped"
+    summary = train(tiny_config(data_root, *fp16, f"out_dir={skipped}"))
+    assert summary["step"] == 4  # the run goes on: inf gradients in fp16 are the scaler's business, not a NaN stop
+    state = load_checkpoint(skipped / "checkpoints" / "last.pt")
+    assert state["scaler"]["scale"] == 2.0**15  # the step was skipped and the scale halved
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
 def test_a_failure_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
@@ -328,8 +361,7 @@ def test_a_new_run_never_writes_into_a_folder_that_holds_a_run(data_root, tmp_pa
 
 
 def test_runs_started_in_the_same_second_get_their_own_folders(data_root, tmp_path, monkeypatch):
-    import train as train_module
-
+    
     class Frozen(train_module.datetime):
         @classmethod
         def now(cls, tz=None):
