@@ -188,8 +188,11 @@ def one_line(e: BaseException) -> str:
 
 
 def describe(name: str, schema: type) -> str:
-    """--help: the command's docstring, its config groups, and every setting with its default and comment."""
-    lines = [(inspect.getmodule(schema).__doc__ or "").strip(), "", "Settings (key=value; defaults shown):"]
+    """--help: the command's docstring, its config groups, and every setting with the value a bare
+    command runs with (the schema's default, or what the default groups set) and its comment."""
+    lines = [(inspect.getmodule(schema).__doc__ or "").strip(), "",
+             "Settings (key=value; the values shown are those a bare command runs with):"]
+    bare = OmegaConf.structured(compose(name, schema, []))
 
     def walk(cls: type, prefix: str) -> None:
         comments = {}
@@ -201,9 +204,9 @@ def describe(name: str, schema: type) -> str:
             if dataclasses.is_dataclass(f.default_factory):
                 walk(f.default_factory, f"{prefix}{f.name}.")
                 continue
-            default = f.default if f.default is not dataclasses.MISSING else None
+            value = OmegaConf.select(bare, f"{prefix}{f.name}")
             comment = f"  # {comments[f.name]}" if f.name in comments else ""
-            lines.append(f"  {prefix}{f.name}={'null' if default is None else default}{comment}")
+            lines.append(f"  {prefix}{f.name}={'null' if value is None else value}{comment}")
 
     walk(schema, "")
     if groups(name):

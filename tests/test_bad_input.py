@@ -251,3 +251,13 @@ def test_any_text_survives_hydra_s_grammar_as_a_free_text_setting():
     texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 16))) for _ in range(100)]
     for text in texts:
         assert compose("sample", SampleConfig, [f"prompt={text}"]).prompt == text, repr(text)
+
+
+def test_help_lists_each_command_s_own_settings_with_the_values_a_bare_command_runs_with(capsys):
+    train_command.main(["--help"])
+    out = capsys.readouterr().out
+    assert "model.n_layer=6" in out and "max_steps=5000" in out  # the GPU recipe: model=small's 6 layers
+    assert "model: gpt2, mini, small, tiny (default: small)" in out
+    sample_command.main(["--help"])
+    out = capsys.readouterr().out
+    assert "temperature=0.8  # 0 is greedy" in out and "model" not in out.split("Settings")[1]  # sample's own
