@@ -77,7 +77,7 @@ def test_explicit_attention_equals_sdpa_outputs_and_gradients(T, S, causal, Hkv)
     for impl in ("explicit", "sdpa"):
         y = attention(q, k, v, causal=causal, impl=impl)
         grads[impl] = (y, *torch.autograd.grad(y, (q, k, v), dy))
-    for a, b in zip(grads["explicit"], grads["sdpa"]):
+    for a, b in zip(grads["explicit"], grads["sdpa"], strict=True):
         torch.testing.assert_close(a, b, atol=ATOL, rtol=RTOL)
 
 

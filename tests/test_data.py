@@ -171,13 +171,13 @@ def test_a_restored_sampler_state_continues_the_same_sequence(counting):
     resumed = BatchSampler(counting, "train", 16, 4, seed=999)
     resumed.load_state_dict(state)
     got += [resumed.next_batch()[0] for _ in range(3)]
-    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
 
 
 def test_fixed_evaluation_batches_are_the_same_every_time(counting):
     a = fixed_batches(counting, "val", 16, 4, n_batches=3)
     b = fixed_batches(counting, "val", 16, 4, n_batches=3)
-    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b, strict=True))
     assert not torch.equal(a[0][0], a[1][0])  # three different batches, not one repeated
 
 

@@ -118,7 +118,7 @@ def test_explicit_and_sdpa_models_agree_in_outputs_and_gradients():
         loss.backward()
         results.append((logits, [p.grad for p in model.parameters()]))
     torch.testing.assert_close(results[0][0], results[1][0], atol=ATOL, rtol=RTOL)
-    for g0, g1 in zip(results[0][1], results[1][1]):
+    for g0, g1 in zip(results[0][1], results[1][1], strict=True):
         torch.testing.assert_close(g0, g1, atol=1e-6, rtol=1e-4)
 
 

@@ -50,7 +50,7 @@ def test_the_plot_draws_the_maps_and_writes_a_png_of_the_expected_size(tmp_path,
     layers = [0, 1] if layer is None else [1]
     expected = [maps[l, h] for l in layers for h in range(4)]
     assert len(drawn) == len(expected)
-    for d, e in zip(drawn, expected):
+    for d, e in zip(drawn, expected, strict=True):
         assert torch.equal(d.nan_to_num(0.0), e)  # what is drawn is the weights; masked zeros are blank
         assert torch.isnan(d).sum() == 10 * 9 // 2  # exactly the upper triangle is blank
     width, height = figure_inches(len(layers), 4, 10)

@@ -135,7 +135,7 @@ def test_k_micro_batches_of_b_equal_one_step_at_batch_k_times_b():
         loss = forward_backward(model, batches, nullcontext)
         grads.append((loss, [p.grad.clone() for p in model.parameters()]))
     torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-6, rtol=1e-6)
-    for a, b in zip(grads[0][1], grads[1][1]):
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
         torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-5)
 
 
@@ -165,7 +165,7 @@ def test_two_processes_compute_the_gradient_of_one_process_on_the_whole_batch(tm
     mp.spawn(_parallel_worker, args=(2, free_port(), out, how), nprocs=2, join=True)
     single = tiny_model(block_size=16, n_embd=32)
     forward_backward(single, [(x, y)], nullcontext)
-    for a, b in zip(torch.load(out), single.parameters()):
+    for a, b in zip(torch.load(out), single.parameters(), strict=True):
         torch.testing.assert_close(a, b.grad, atol=1e-7, rtol=1e-5)
 
 
