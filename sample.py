@@ -3,6 +3,7 @@
     python sample.py                                           # the newest run under outputs/
     python sample.py ckpt=outputs/2026-11-22/06-00-00 prompt="ROMEO:" num_samples=3
     python sample.py ckpt=run/checkpoints/last.pt prompt=FILE:prompt.txt temperature=0 'stop=\\n\\n'
+    python sample.py ckpt=models/SmolLM2-135M prompt="The meaning of life is"  # a Hugging Face Llama folder
     echo "any text" | python sample.py prompt=-                # the prompt from standard input
 
 `prompt=` takes the rest of its argument verbatim: quotes, commas, `=`, brackets, any Unicode.
@@ -20,9 +21,10 @@ from typing import Any, Optional, Sequence, TextIO
 
 import torch
 
-from data.tokenizers import tokenizer_from_meta
+from data.tokenizers import HFTokenizer, tokenizer_from_meta
 from model.generate import check_sampling_args, generate_tokens
-from model.gpt import GPT, GPTConfig
+from model.gpt import GPT
+from model.llama import LlamaFormatError, is_llama_folder, load_llama
 from runtime.checkpoint import find_checkpoint, load_checkpoint
 from runtime.config import FREE_TEXT, require, run_command
 from runtime.devices import DEVICE, DTYPE_NAMES, autocast, resolve_device, resolve_dtype
@@ -31,7 +33,7 @@ from runtime.errors import UserError
 
 @dataclass
 class SampleConfig:
-    ckpt: Optional[str] = None  # a run folder (its best.pt, else last.pt) or a .pt file; None: the newest run
+    ckpt: Optional[str] = None  # a run folder (best.pt), a .pt file or a Hugging Face Llama folder; None: newest run
     runs_dir: str = "outputs"  # where train.py's run folders are, to find the newest one
     prompt: str = field(default="", metadata=FREE_TEXT)  # text to continue, verbatim; FILE:path; - (stdin)
     num_samples: int = 1  # samples of the prompt: one prefill, then decoded together
@@ -69,22 +71,34 @@ class SampleError(UserError):
     """Bad input to sample.py. The message says what to do; sample.py exits with code 2."""
 
 
-def load_model(path: Path, device: torch.device) -> tuple[GPT, object]:
-    """The model and the tokenizer stored in a checkpoint (trained on any device)."""
+def load_model(where: Optional[str], runs_dir: str, device: torch.device) -> tuple[GPT, object]:
+    """The model and tokenizer of a checkpoint of train.py (trained on any device) or a Hugging Face Llama
+    folder; `where` as for `ckpt=`."""
+    if where is not None and is_llama_folder(Path(where).expanduser()):
+        try:
+            model, tokenizer = load_llama(where), HFTokenizer.from_folder(where)
+        except LlamaFormatError as e:
+            raise SampleError(f"cannot sample from {where}: {e}") from None
+        return model.to(device).eval(), tokenizer
+    path = find_checkpoint(where, prefer="best.pt", runs_dir=runs_dir)
     state = load_checkpoint(path)
     meta = state.get("data_meta")
     if not meta:
         raise SampleError(f"{path} has no tokenizer metadata (data_meta); it cannot turn tokens into text")
     try:
-        model = GPT(GPTConfig(**state["model_config"]))
-        model.load_state_dict(state["model"])
+        model = GPT.from_state(state["model_config"], state["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise SampleError(f"{path} does not hold a usable model ({type(e).__name__}: {str(e)[:200]})") from None
     return model.to(device).eval(), tokenizer_from_meta(meta)
 
 
-def start_tokens(tokenizer) -> list[int]:
-    """What an empty prompt starts from: <|endoftext|> for GPT-2 BPE, a newline at character level."""
+def prompt_tokens(tokenizer, prompt: str) -> list[int]:
+    """The prompt's tokens, after the beginning-of-text token where the model has one (Llama's <s>).
+    An empty prompt starts from <|endoftext|> for GPT-2 BPE, a newline at character level."""
+    if tokenizer.bos is not None:
+        return [tokenizer.bos] + tokenizer.encode(prompt)
+    if prompt:
+        return tokenizer.encode(prompt)
     if tokenizer.eot is not None:
         return [tokenizer.eot]
     return tokenizer.encode("\n") if "\n" in tokenizer.stoi else [0]
@@ -114,17 +128,27 @@ def stop_strings(stop) -> list[str]:
 
 
 class Completion:
-    """The text one sample has produced so far, cut before the first stop string."""
+    """The text one sample has produced so far, cut before the first stop string or end-of-text token.
 
-    def __init__(self, tokenizer, stops: list[str]):
+    context: the prompt's last tokens. The new tokens are decoded after them and the context's own text
+    removed, because some decoders (SentencePiece's) treat a text's first token differently: alone,
+    "▁world" would lose the space that follows the prompt "Hello".
+    """
+
+    def __init__(self, tokenizer, stops: list[str], context: Sequence[int] = ()):
         self.tokenizer, self.stops, self.ids, self.stopped = tokenizer, stops, [], False
+        self.context = list(context)
+        self.skip = len(tokenizer.decode(self.context))
         self.text = ""
 
     def add(self, token: int) -> None:
         if self.stopped:
             return
+        if token in self.tokenizer.eos:
+            self.stopped = True
+            return
         self.ids.append(token)
-        self.text = self.tokenizer.decode(self.ids)
+        self.text = self.tokenizer.decode(self.context + self.ids)[self.skip :]
         cuts = [i for i in (self.text.find(s) for s in self.stops) if i >= 0]
         if cuts:
             self.text, self.stopped = self.text[: min(cuts)], True
@@ -149,8 +173,7 @@ def sample(cfg: SampleConfig, out: Optional[TextIO] = None, err: Optional[TextIO
     if cfg.attention_plot and not Path(cfg.attention_plot).expanduser().parent.is_dir():
         raise SampleError(f"attention_plot={cfg.attention_plot}: the folder {Path(cfg.attention_plot).parent} does "
                           "not exist")
-    path = find_checkpoint(cfg.ckpt, prefer="best.pt", runs_dir=cfg.runs_dir)
-    model, tokenizer = load_model(path, device)
+    model, tokenizer = load_model(cfg.ckpt, cfg.runs_dir, device)
     if cfg.attention_layer is not None and not 0 <= cfg.attention_layer < model.config.n_layer:
         raise SampleError(f"attention_layer={cfg.attention_layer}: the model has layers 0..{model.config.n_layer - 1}")
     use_cache = cfg.use_cache
@@ -160,13 +183,13 @@ def sample(cfg: SampleConfig, out: Optional[TextIO] = None, err: Optional[TextIO
         use_cache = False
 
     prompt = read_prompt(cfg.prompt)
-    ids = tokenizer.encode(prompt) if prompt else start_tokens(tokenizer)
+    ids = prompt_tokens(tokenizer, prompt)
     if len(ids) > model.config.block_size:
         raise SampleError(f"the prompt is {len(ids)} tokens, longer than the model's context of "
                           f"{model.config.block_size}: shorten it")
     idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T0)
     generator = torch.Generator(device).manual_seed(cfg.seed)
-    completions = [Completion(tokenizer, stops) for _ in range(cfg.num_samples)]
+    completions = [Completion(tokenizer, stops, context=ids[-4:]) for _ in range(cfg.num_samples)]
     streaming = cfg.stream and cfg.num_samples == 1
     printed = 0
     if streaming:

@@ -3,6 +3,8 @@
     python train.py                                       # the GPU recipe (nanoGPT's baby GPT)
     python train.py experiment=shakespeare_char_cpu       # the CPU recipe, about two minutes
     python train.py resume=outputs/2026-11-22/06-00-00    # continue a run exactly
+    python train.py init_from=models/SmolLM2-135M data=text data.path=my.txt data.tokenizer=hf:models/SmolLM2-135M
+                                                          # fine-tune a Hugging Face Llama model on your text
     torchrun --nproc_per_node=2 train.py ...              # data-parallel on 2 processes
 
 Read it top to bottom: the settings (every knob with its default, which is the GPU recipe); the
@@ -13,11 +15,12 @@ rank 0 writes files, logs and talks to wandb.
 """
 
 import gc
+import json
 import math
 import secrets
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -30,7 +33,9 @@ from data.config import DataConfig, DataError, dataset_dir
 from data.loader import BatchSampler, fixed_batches
 from data.prepare import is_prepared, prepare
 from data.shards import load_meta
+from data.tokenizers import HFTokenizer
 from model.gpt import GPT, GPTConfig
+from model.llama import LlamaFormatError, gpt_config, is_llama_folder, load_llama_state_dict, read_config, read_weights
 from runtime.checkpoint import find_checkpoint, link_checkpoint, load_checkpoint, run_dir_of, save_checkpoint
 from runtime.config import groups, parse_overrides, require, run_command, to_schema
 from runtime.devices import DEVICE, DTYPE_NAMES, FUSED_ADAMW_DEVICES, autocast, peak_flops, resolve_dtype
@@ -100,6 +105,7 @@ class TrainConfig:
     seed: int = 1337
     out_dir: Optional[str] = None  # the run folder; None: outputs/DATE/TIME (with resume=: the run's own)
     resume: Optional[str] = None  # a run folder or a checkpoint file to continue from
+    init_from: Optional[str] = None  # a Hugging Face Llama folder to fine-tune; data.tokenizer=hf:FOLDER
     suggest_cpu_recipe: bool = True  # on a machine without CUDA, point to the CPU recipe
     progress: bool = True  # a progress bar when the output is a terminal
 
@@ -324,13 +330,46 @@ def batch_geometry(cfg: TrainConfig, procs: Processes) -> tuple[int, int]:
     return micro, per_process // micro
 
 
+def imported_config(cfg: TrainConfig, meta: dict) -> TrainConfig:
+    """With init_from=FOLDER: cfg with the folder's architecture (model.block_size, if shorter, model.dropout
+    and model.attn_impl stay as configured), once the data is known to use the folder's tokenizer."""
+    folder = Path(cfg.init_from).expanduser()
+    if not is_llama_folder(folder):
+        raise TrainError(f"init_from={cfg.init_from}: not a Hugging Face model folder (no config.json there); "
+                         "to continue a run of train.py, use resume=")
+    theirs = HFTokenizer.from_folder(folder)
+    if meta.get("tokenizer") != "hf" or json.loads(meta["tokenizer_json"]) != json.loads(theirs.tokenizer_json):
+        raise TrainError(f"init_from={cfg.init_from} reads tokens of its own tokenizer, but the data {cfg.data.name} "
+                         f"was prepared with the {meta.get('tokenizer')} tokenizer: prepare your text with the "
+                         f"folder's, e.g. data=text data.path=FILE data.tokenizer=hf:{cfg.init_from}")
+    try:
+        model = gpt_config(read_config(folder), block_size=cfg.model.block_size, dropout=cfg.model.dropout,
+                           attn_impl=cfg.model.attn_impl)
+    except LlamaFormatError as e:
+        raise TrainError(f"init_from={cfg.init_from}: {e}") from None
+    return replace(cfg, model=model)
+
+
 def build_model(cfg: TrainConfig, meta: dict, device: torch.device) -> GPT:
-    """The model: its vocabulary from the data, the same initial weights in every process."""
-    if cfg.model.vocab_size not in (None, meta["vocab_size"]):
+    """The model: its vocabulary from the data (an imported one's may be larger), the same initial weights
+    in every process; with init_from, the folder's weights."""
+    vocab = meta["vocab_size"]
+    if cfg.init_from and cfg.model.vocab_size < vocab:
+        raise TrainError(f"init_from={cfg.init_from}: its vocabulary of {cfg.model.vocab_size} is smaller than the "
+                         f"tokenizer's {vocab}")
+    if cfg.init_from:
+        vocab = cfg.model.vocab_size
+    elif cfg.model.vocab_size not in (None, vocab):
         raise TrainError(f"model.vocab_size={cfg.model.vocab_size} disagrees with the data's vocabulary of "
-                         f"{meta['vocab_size']}: leave it unset, it comes from the data")
+                         f"{vocab}: leave it unset, it comes from the data")
     torch.manual_seed(cfg.seed)
-    return GPT(GPTConfig(**{**asdict(cfg.model), "vocab_size": meta["vocab_size"]})).to(device)
+    model = GPT(GPTConfig(**{**asdict(cfg.model), "vocab_size": vocab}))
+    if cfg.init_from:
+        try:
+            load_llama_state_dict(model, read_weights(Path(cfg.init_from).expanduser()))
+        except LlamaFormatError as e:
+            raise TrainError(f"init_from={cfg.init_from}: {e}") from None
+    return model.to(device)
 
 
 def check_checkpoint(checkpoint: dict, model: GPT, procs: Processes) -> None:
@@ -405,6 +444,8 @@ def setup(cfg: TrainConfig, overrides: Sequence[str] = ()) -> Run:
             torch.backends.cudnn.allow_tf32 = True
         out_dir = procs.decide(lambda: new_out_dir(cfg, path))  # chosen now, created last; None off rank 0
         data_dir, meta = prepare_data(cfg.data, procs)
+        if cfg.init_from and checkpoint is None:  # a resumed run has its weights in the checkpoint
+            cfg = imported_config(cfg, meta)
         micro, accum_steps = batch_geometry(cfg, procs)
         raw_model = build_model(cfg, meta, device)
         if checkpoint is not None:
@@ -447,6 +488,8 @@ def announce(run: Run, resumed_from: Optional[Path]) -> None:
         run.log.info("compile=true applies on CUDA only: running eagerly on %s", run.device.type)
     if resumed_from is not None:
         run.log.info("resumed from %s at step %d", resumed_from, run.state.step)
+    elif cfg.init_from:
+        run.log.info("weights from %s (a Hugging Face Llama folder), fresh optimizer", cfg.init_from)
     if run.device.type != "cuda" and cfg.suggest_cpu_recipe:
         run.log.info("No CUDA GPU: training on %s. This recipe is meant for a GPU; estimating its duration here "
                      "after two steps...", run.device.type)

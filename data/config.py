@@ -19,7 +19,7 @@ class DataError(UserError):
 @dataclass
 class DataConfig:
     name: str = "shakespeare_char"  # prepared files go to <root>/<name>/
-    tokenizer: str = "char"  # "char" (the corpus's characters) or "gpt2" (tiktoken's GPT-2 BPE)
+    tokenizer: str = "char"  # char (the corpus's characters), gpt2 (tiktoken's GPT-2 BPE), hf:MODEL_DIR (its tokenizer.json)
     path: Optional[str] = None  # a UTF-8 text file, or a folder of .txt/.jsonl/.parquet files; None: `url`
     url: Optional[str] = TINYSHAKESPEARE_URL  # downloaded to <root>/<download_name> when path is None
     sha256: Optional[str] = TINYSHAKESPEARE_SHA256  # checksum the download must have
@@ -35,7 +35,12 @@ class DataConfig:
     shard_tokens: int = 100_000_000  # tokens per .bin shard (200 MB in uint16)
 
     def __post_init__(self):
-        require([(self.tokenizer in TOKENIZERS, f"tokenizer={self.tokenizer!r} must be one of {', '.join(TOKENIZERS)}"),
+        if self.tokenizer.startswith("hf:") and self.name == f"text_{self.tokenizer}":  # configs/data/text.yaml's
+            self.name = "text_hf_" + "".join(c if c.isalnum() or c in "-_." else "_"  # name, made a folder name
+                                             for c in Path(self.tokenizer[3:].rstrip("/")).name)
+        require([(self.tokenizer in TOKENIZERS or self.tokenizer.startswith("hf:") and len(self.tokenizer) > 3,
+                  f"tokenizer={self.tokenizer!r} must be one of {', '.join(TOKENIZERS)}, or hf:MODEL_DIR (a Hugging "
+                  "Face model folder with a tokenizer.json)"),
                  (0 < self.val_fraction < 1, f"val_fraction={self.val_fraction} must be between 0 and 1"),
                  (self.workers >= 0, f"workers={self.workers} must be >= 0 (0: one per CPU core)"),
                  (self.shard_tokens >= 1, f"shard_tokens={self.shard_tokens} must be >= 1"),
@@ -43,6 +48,11 @@ class DataConfig:
                   f"max_documents={self.max_documents} must be >= 1"),
                  (bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
                   f"name={self.name!r} must be a folder name (no '/')")])
+
+
+def tokenizer_kind(tokenizer: str) -> str:
+    """char, gpt2 or hf: what a prepared dataset's meta.json records of a data.tokenizer setting."""
+    return "hf" if tokenizer.startswith("hf:") else tokenizer
 
 
 def data_root(cfg: DataConfig) -> Path:

@@ -39,7 +39,7 @@ import numpy as np
 from data.config import DataConfig, DataError, dataset_dir
 from data.shards import FORMAT_VERSION, ShardWriter, load_meta, split_shards, token_dtype, write_meta
 from data.sources import pieces, source_files
-from data.tokenizers import CharTokenizer, GPT2Tokenizer, tokenizer_from_meta
+from data.tokenizers import CharTokenizer, GPT2Tokenizer, HFTokenizer, tokenizer_from_meta
 from runtime.runlog import Progress, duration
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,9 @@ def tasks_of(segments: Iterator[tuple[str, str, bool]], plan: deque) -> Iterator
 def fingerprint(cfg: DataConfig, files: list[Path]) -> str:
     """What the prepared files depend on: the source files (name, size, modification time) or the Hub
     dataset, and the settings that change the tokens."""
+    tokenizer_file = Path(cfg.tokenizer[3:]).expanduser() / "tokenizer.json"  # with hf:DIR, a source file too
+    if cfg.tokenizer.startswith("hf:") and tokenizer_file.is_file():
+        files = [*files, tokenizer_file]
     what = {"files": [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files],
             **{k: getattr(cfg, k) for k in ("tokenizer", "val_fraction", "text_field", "max_documents",
                                              "hf_dataset", "hf_config", "hf_split", "shard_tokens")}}
@@ -237,8 +240,10 @@ def write_dataset(cfg: DataConfig, files: list[Path], out: Path) -> dict:
             chars.update(text)
         several = not whole or len(documents) > 1
         tokenizer = CharTokenizer("".join(sorted(chars | {"\n"} if several else chars)))  # "\n": the separator
-    else:
+    elif cfg.tokenizer == "gpt2":
         tokenizer = GPT2Tokenizer()
+    else:
+        tokenizer = HFTokenizer.from_folder(cfg.tokenizer.removeprefix("hf:"))
     separator = tokenizer.eot if tokenizer.eot is not None else tokenizer.stoi.get("\n")
     dtype = token_dtype(tokenizer.vocab_size)
     writers = {split: ShardWriter(out, split, dtype, cfg.shard_tokens) for split in ("train", "val")}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.config import DataError
+from data.config import DataError, tokenizer_kind
 
 FORMAT_VERSION = 2
 
@@ -72,7 +72,7 @@ def load_meta(out_dir: Path, tokenizer: str | None = None) -> dict:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{meta_path} is not valid JSON ({e}); delete {out_dir} and prepare again") from None
-    if tokenizer is not None and meta.get("tokenizer") != tokenizer:
+    if tokenizer is not None and meta.get("tokenizer") != tokenizer_kind(tokenizer):
         raise DataError(f"{meta_path} was written for tokenizer {meta.get('tokenizer')!r}, but tokenizer "
                         f"{tokenizer!r} was asked for; prepare under another data.name, or delete {out_dir}")
     return meta

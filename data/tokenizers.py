@@ -1,5 +1,15 @@
-"""Two tokenizers behind one small interface: encode, decode, vocab_size, eot."""
+"""Three tokenizers behind one small interface: encode, decode, vocab_size, eot, bos, eos, meta.
 
+- `CharTokenizer`: one token per character of the corpus.
+- `GPT2Tokenizer`: GPT-2's byte-pair encoding, through tiktoken.
+- `HFTokenizer`: a Hugging Face `tokenizer.json` (the file a model folder carries), through `tokenizers`.
+
+Each can also be written as a Hugging Face tokenizer (`hf_tokenizer` + `save_hf_tokenizer`), so an
+exported model's folder loads with `AutoTokenizer.from_pretrained` and gives the same ids.
+"""
+
+import json
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -17,6 +27,8 @@ class CharTokenizer:
         self.stoi = {c: i for i, c in enumerate(chars)}
         self.vocab_size = len(chars)
         self.eot: Optional[int] = None  # no end-of-text token at character level
+        self.bos: Optional[int] = None
+        self.eos: list[int] = []
         self._table = None  # code point -> id, built on the first encode_array
 
     @classmethod
@@ -48,6 +60,17 @@ class CharTokenizer:
     def meta(self) -> dict:
         return {"tokenizer": self.kind, "vocab_size": self.vocab_size, "chars": self.chars, "eot": self.eot}
 
+    def hf_tokenizer(self):
+        """The same mapping as a Hugging Face tokenizer: every character its own word of a WordLevel
+        vocabulary, and a decoder that joins them without spaces. A character outside the vocabulary is
+        an error there too."""
+        from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+        tokenizer = Tokenizer(models.WordLevel(self.stoi, unk_token=None))
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # each character
+        tokenizer.decoder = decoders.Fuse()
+        return tokenizer
+
 
 class GPT2Tokenizer:
     """GPT-2's byte-pair encoding through tiktoken (50257 tokens, <|endoftext|> = 50256)."""
@@ -65,6 +88,8 @@ class GPT2Tokenizer:
                             "that holds them") from e
         self.vocab_size = self.enc.n_vocab
         self.eot: Optional[int] = self.enc.eot_token
+        self.bos: Optional[int] = None  # an empty prompt starts from eot (see sample.py); text never does
+        self.eos: list[int] = []  # eot separates documents in training; sampling runs through it
 
     def encode(self, text: str) -> list[int]:
         # Special-token strings in the text are encoded as ordinary text, never as control tokens.
@@ -79,12 +104,141 @@ class GPT2Tokenizer:
     def meta(self) -> dict:
         return {"tokenizer": self.kind, "vocab_size": self.vocab_size, "eot": self.eot}
 
+    def hf_tokenizer(self):
+        """The same encoding as a Hugging Face byte-level BPE, built from tiktoken's ranks.
+
+        tiktoken stores each token's bytes and rank; a Hugging Face BPE stores the vocabulary as strings
+        (each byte shown as a printable character, `byte_characters`) and the merges in rank order. Each
+        token of two or more bytes was made by one merge: the two parts that byte-pair encoding with the
+        lower ranks only leaves. Both then split text with the same GPT-2 pattern (the ByteLevel
+        pre-tokenizer) and give the same ids.
+        """
+        from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+        ranks = self.enc._mergeable_ranks  # bytes -> rank (= id); tiktoken offers no public accessor
+        shown = byte_characters()
+
+        def as_string(token: bytes) -> str:
+            return "".join(shown[b] for b in token)
+
+        def halves(token: bytes, rank: int) -> list[bytes]:
+            parts = [bytes([b]) for b in token]
+            while len(parts) > 2:
+                pairs = [(ranks.get(parts[i] + parts[i + 1], rank), i) for i in range(len(parts) - 1)]
+                best, i = min(pairs)
+                if best >= rank:
+                    break
+                parts[i : i + 2] = [parts[i] + parts[i + 1]]
+            return parts
+
+        vocab = {as_string(token): rank for token, rank in ranks.items()}
+        merges = []
+        for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
+            if len(token) > 1:
+                left, right = halves(token, rank)
+                merges.append((as_string(left), as_string(right)))
+        tokenizer = Tokenizer(models.BPE(vocab, merges))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        tokenizer.decoder = decoders.ByteLevel()
+        tokenizer.add_special_tokens([AddedToken("<|endoftext|>", special=True)])  # id 50256, after the ranks
+        return tokenizer
+
+
+def byte_characters() -> dict[int, str]:
+    """GPT-2's printable stand-in for each byte: itself when printable Latin-1, else chr(256 + n)."""
+    printable = {*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)}
+    table, n = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b], n = chr(256 + n), n + 1
+    return table
+
+
+class HFTokenizer:
+    """A Hugging Face tokenizer.json, with the model folder's BOS and EOS tokens.
+
+    The JSON text itself travels in `meta()` (into a prepared dataset's meta.json and every checkpoint),
+    so a fine-tuned run samples and exports without the folder it started from.
+    """
+
+    kind = "hf"
+
+    def __init__(self, tokenizer_json: str, bos: Optional[int] = None, eos: Optional[list[int]] = None,
+                 source: str = ""):
+        from tokenizers import Tokenizer
+
+        self.tokenizer_json, self.source = tokenizer_json, source
+        self.tok = Tokenizer.from_str(tokenizer_json)
+        self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)
+        self.bos: Optional[int] = bos
+        self.eos: list[int] = list(eos or [])
+        self.eot: Optional[int] = self.eos[0] if self.eos else bos  # between documents of a prepared corpus
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> "HFTokenizer":
+        """The tokenizer of a model folder: tokenizer.json, and the BOS/EOS ids of its generation_config.json
+        (else config.json)."""
+        folder = Path(folder).expanduser()
+        if not (folder / "tokenizer.json").is_file():
+            raise DataError(f"{folder} has no tokenizer.json (a fast tokenizer). Write one once with transformers: "
+                            "AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)")
+        ids = {}
+        for name in ("config.json", "generation_config.json"):  # the second wins
+            try:
+                found = json.loads((folder / name).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            ids.update({k: found[k] for k in ("bos_token_id", "eos_token_id") if found.get(k) is not None})
+        eos = ids.get("eos_token_id")
+        return cls((folder / "tokenizer.json").read_text(encoding="utf-8"), ids.get("bos_token_id"),
+                   [eos] if isinstance(eos, int) else eos, source=str(folder))
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False).ids  # BOS is the caller's choice
+
+    def encode_array(self, text: str) -> np.ndarray:
+        return np.array(self.encode(text), dtype=np.int64)
+
+    def decode(self, ids) -> str:
+        return self.tok.decode(list(ids))  # special tokens (BOS, EOS) are left out
+
+    def meta(self) -> dict:
+        return {"tokenizer": self.kind, "vocab_size": self.vocab_size, "eot": self.eot, "bos": self.bos,
+                "eos": self.eos, "source": self.source, "tokenizer_json": self.tokenizer_json}
+
+    def hf_tokenizer(self):
+        return self.tok
+
+
+def special_ids(tokenizer) -> tuple[Optional[int], Optional[list[int]]]:
+    """(BOS id, EOS ids) for a Hugging Face folder. GPT-2's <|endoftext|> is both, as in Hugging Face's
+    gpt2; the character vocabulary has neither."""
+    bos = tokenizer.bos if tokenizer.bos is not None else tokenizer.eot
+    eos = tokenizer.eos or ([tokenizer.eot] if tokenizer.eot is not None else [])
+    return bos, eos or None
+
+
+def save_hf_tokenizer(tokenizer, folder: Path, model_max_length: int) -> None:
+    """tokenizer.json and tokenizer_config.json, for transformers' AutoTokenizer.from_pretrained(folder)."""
+    hf = tokenizer.hf_tokenizer()
+    hf.save(str(folder / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
+              "clean_up_tokenization_spaces": False}  # decoding must give the text back, spaces and all
+    bos, eos = special_ids(tokenizer)
+    special = {"bos_token": bos, "eos_token": eos[0] if eos else None}
+    config.update({k: hf.id_to_token(i) for k, i in special.items() if i is not None})
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
 
 def tokenizer_for_corpus(kind: str, text: str):
     if kind == "char":
         return CharTokenizer.from_text(text)
     if kind == "gpt2":
         return GPT2Tokenizer()
+    if kind.startswith("hf:"):
+        return HFTokenizer.from_folder(kind[3:])
     raise DataError(f"unknown tokenizer {kind!r}: use one of {', '.join(TOKENIZERS)}")
 
 
@@ -94,5 +248,7 @@ def tokenizer_from_meta(meta: dict):
         return CharTokenizer(meta["chars"])
     if meta.get("tokenizer") == "gpt2":
         return GPT2Tokenizer()
+    if meta.get("tokenizer") == "hf" and isinstance(meta.get("tokenizer_json"), str):
+        return HFTokenizer(meta["tokenizer_json"], meta.get("bos"), meta.get("eos"), meta.get("source", ""))
     raise DataError(f"no usable tokenizer description in meta {sorted(meta)}: expected 'tokenizer' = "
-                    f"'char' (with 'chars') or 'gpt2'. Re-prepare the dataset.")
+                    f"'char' (with 'chars'), 'gpt2' or 'hf' (with 'tokenizer_json'). Re-prepare the dataset.")

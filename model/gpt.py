@@ -137,6 +137,13 @@ class GPT(nn.Module):
             self.lm_head.weight = self.tok_emb.weight
         self.reset_parameters()
 
+    @classmethod
+    def from_state(cls, config: dict, weights: dict) -> "GPT":
+        """The model a checkpoint holds: its GPTConfig as a dict, and its state_dict."""
+        model = cls(GPTConfig(**config))
+        model.load_state_dict(weights)
+        return model
+
     def reset_parameters(self) -> None:
         """GPT-2 initialisation (Radford et al. 2019, as in nanoGPT), with a zero LM head when untied.
 

@@ -1,0 +1,227 @@
+"""ropegpt's GPT in Hugging Face's Llama format, both ways: the config, the weights, the files.
+
+model/gpt.py builds exactly the network of transformers' `LlamaForCausalLM`: pre-norm RMSNorm blocks,
+RoPE that rotates channel i with channel i + D/2 (`rotate_half`), grouped-query attention, a SwiGLU MLP,
+no biases. The two name the same tensors differently, and nothing else differs: not even the order of
+the rows of W_Q and W_K, since both rotate the same channel pairs. So a Llama folder (config.json +
+*.safetensors) becomes a GPT by renaming, and a GPT becomes a Llama folder the same way.
+
+What Llama checkpoints may hold and ropegpt does not implement (RoPE scaling, biases, a head width other
+than hidden_size / num_attention_heads, another activation) is refused with the reason, never guessed.
+"""
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from model.gpt import GPT, GPTConfig
+
+# ropegpt's parameter name -> Llama's, for layer i ({i}); the layers repeat these.
+LAYER_NAMES = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "attn.wq.weight": "self_attn.q_proj.weight",
+    "attn.wk.weight": "self_attn.k_proj.weight",
+    "attn.wv.weight": "self_attn.v_proj.weight",
+    "attn.wo.weight": "self_attn.o_proj.weight",
+    "mlp_norm.weight": "post_attention_layernorm.weight",
+    "mlp.w_gate.weight": "mlp.gate_proj.weight",
+    "mlp.w_up.weight": "mlp.up_proj.weight",
+    "mlp.w_down.weight": "mlp.down_proj.weight",
+}
+OUTER_NAMES = {"tok_emb.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
+               "lm_head.weight": "lm_head.weight"}
+CONFIG_FILE, WEIGHTS_FILE, INDEX_FILE = "config.json", "model.safetensors", "model.safetensors.index.json"
+
+
+class LlamaFormatError(ValueError):
+    """A Hugging Face folder or config that ropegpt cannot read (or a GPT it cannot write as Llama)."""
+
+
+def llama_name(name: str) -> str:
+    """ropegpt's parameter name -> Llama's: blocks.3.attn.wq.weight -> model.layers.3.self_attn.q_proj.weight."""
+    if name in OUTER_NAMES:
+        return OUTER_NAMES[name]
+    _, layer, rest = name.split(".", 2)  # "blocks", "3", "attn.wq.weight"
+    return f"model.layers.{layer}.{LAYER_NAMES[rest]}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------------------------
+
+
+def llama_config(config: GPTConfig, bos_token_id: Optional[int] = None,
+                 eos_token_id: Optional[int | list[int]] = None) -> dict:
+    """config.json of a LlamaForCausalLM with the same network as a GPT of this config."""
+    if not config.causal:
+        raise LlamaFormatError("this model was trained with causal=false (attention both ways), which a Llama "
+                               "model cannot express; only causal models can be exported")
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.n_embd,
+        "intermediate_size": config.hidden,  # the MLP's real width, however it was chosen
+        "num_hidden_layers": config.n_layer,
+        "num_attention_heads": config.n_head,
+        "num_key_value_heads": config.kv_heads,
+        "head_dim": config.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": config.block_size,
+        "rms_norm_eps": config.norm_eps,
+        "rope_theta": config.rope_base,  # read by transformers 4.x
+        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_base},  # and by 5.x
+        "rope_scaling": None,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "tie_word_embeddings": config.tie_weights,
+        "bos_token_id": bos_token_id,
+        "eos_token_id": eos_token_id,
+        "pad_token_id": None,
+        "torch_dtype": "float32",
+        "dtype": "float32",
+    }
+
+
+def gpt_config(llama: dict, **ropegpt_settings) -> GPTConfig:
+    """The GPTConfig of a Llama config.json, or LlamaFormatError listing everything ropegpt lacks.
+
+    ropegpt_settings: GPTConfig keys that are not part of the network's shape (dropout, attn_impl)
+    and a shorter block_size, passed through.
+    """
+    get = llama.get
+    problems = []
+    if get("model_type") != "llama":
+        problems.append(f"model_type={get('model_type')!r}: ropegpt reads Llama-family folders (model_type "
+                        "'llama', e.g. SmolLM2, TinyLlama, Llama 2)")
+    rope = get("rope_parameters") or get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        problems.append(f"RoPE scaling {rope_type!r}: ropegpt implements plain RoPE only")
+    theta = rope.get("rope_theta", get("rope_theta", 10000.0))
+    hidden, heads = get("hidden_size"), get("num_attention_heads")
+    if get("head_dim") is not None and hidden and heads and get("head_dim") * heads != hidden:
+        problems.append(f"head_dim={get('head_dim')} with {heads} heads of width {hidden}: ropegpt's heads are "
+                        "hidden_size / num_attention_heads wide")
+    for key in ("attention_bias", "mlp_bias"):
+        if get(key):
+            problems.append(f"{key}=true: ropegpt's layers have no biases")
+    if get("hidden_act", "silu") != "silu":
+        problems.append(f"hidden_act={get('hidden_act')!r}: ropegpt's MLP is SwiGLU with SiLU")
+    missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                           "num_attention_heads", "max_position_embeddings") if get(k) is None]
+    if missing:
+        problems.append(f"config.json lacks {', '.join(missing)}")
+    if problems:
+        raise LlamaFormatError("; ".join(problems))
+    block_size = ropegpt_settings.pop("block_size", None) or get("max_position_embeddings")
+    if block_size > get("max_position_embeddings"):
+        raise LlamaFormatError(f"block_size={block_size} is longer than the model's context of "
+                               f"{get('max_position_embeddings')} (max_position_embeddings)")
+    try:
+        return GPTConfig(vocab_size=get("vocab_size"), block_size=block_size, n_layer=get("num_hidden_layers"),
+                         n_head=heads, n_kv_head=get("num_key_value_heads") or heads, n_embd=hidden,
+                         mlp_hidden=get("intermediate_size"), rope_base=float(theta),
+                         tie_weights=bool(get("tie_word_embeddings", False)),
+                         norm_eps=float(get("rms_norm_eps", 1e-6)), **ropegpt_settings)
+    except ValueError as e:
+        raise LlamaFormatError(f"config.json describes a model ropegpt cannot build: {e}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Weights
+# ----------------------------------------------------------------------------------------------
+
+
+def llama_state_dict(model: GPT) -> dict[str, torch.Tensor]:
+    """The model's weights under Llama's names, contiguous, on the CPU; a tied head stored once (as the
+    embedding, which is how transformers writes tied models)."""
+    return {llama_name(name): p.detach().cpu().contiguous() for name, p in model.named_parameters()}
+
+
+def load_llama_state_dict(model: GPT, weights: dict[str, torch.Tensor]) -> None:
+    """Copy Llama-named weights into model, refusing missing, extra or misshapen tensors by name."""
+    ours = dict(model.named_parameters())  # a tied head appears once, as tok_emb.weight
+    expected = {llama_name(name): name for name in ours}
+    ignored = set()
+    if model.config.tie_weights and "lm_head.weight" in weights:  # some tied folders store the head too
+        if not torch.equal(weights["lm_head.weight"], weights.get(OUTER_NAMES["tok_emb.weight"])):
+            raise LlamaFormatError("tie_word_embeddings=true, but lm_head.weight differs from the embedding")
+        ignored.add("lm_head.weight")
+    extra = sorted(k for k in weights
+                   if k not in expected and k not in ignored and not k.endswith("rotary_emb.inv_freq"))
+    missing = sorted(k for k in expected if k not in weights)
+    if extra or missing:
+        raise LlamaFormatError(f"the weights do not match a Llama model of this config: missing {missing[:4]}, "
+                               f"unexpected {extra[:4]}")
+    with torch.no_grad():
+        for llama_key, name in expected.items():
+            w = weights[llama_key]
+            if w.shape != ours[name].shape:
+                raise LlamaFormatError(f"{llama_key} has shape {tuple(w.shape)}, expected {tuple(ours[name].shape)}")
+            ours[name].copy_(w)
+
+
+# ----------------------------------------------------------------------------------------------
+# Folders
+# ----------------------------------------------------------------------------------------------
+
+
+def is_llama_folder(path: str | Path) -> bool:
+    """A folder in Hugging Face's layout: a config.json beside the weights."""
+    path = Path(path)
+    return path.is_dir() and (path / CONFIG_FILE).is_file()
+
+
+def read_config(folder: Path) -> dict:
+    try:
+        return json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LlamaFormatError(f"cannot read {folder / CONFIG_FILE}: {e}") from None
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of model.safetensors, or of the shards that model.safetensors.index.json lists."""
+    from safetensors.torch import load_file
+
+    if (folder / WEIGHTS_FILE).is_file():
+        files = [folder / WEIGHTS_FILE]
+    elif (folder / INDEX_FILE).is_file():
+        index = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
+        files = [folder / name for name in sorted(set(index["weight_map"].values()))]
+    elif any(folder.glob("*.bin")):
+        raise LlamaFormatError(f"{folder} holds PyTorch .bin weights; ropegpt reads safetensors. Convert once with "
+                               "transformers: AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR)")
+    else:
+        raise LlamaFormatError(f"{folder} has no {WEIGHTS_FILE} nor {INDEX_FILE}")
+    weights = {}
+    for file in files:
+        try:
+            weights.update(load_file(file))
+        except Exception as e:  # a missing shard, a truncated download
+            raise LlamaFormatError(f"cannot read {file}: {type(e).__name__}: {str(e)[:200]}") from None
+    return weights
+
+
+def load_llama(folder: str | Path, **ropegpt_settings) -> GPT:
+    """A GPT with the weights of a Hugging Face Llama folder, in fp32 on the CPU."""
+    folder = Path(folder).expanduser()
+    config = gpt_config(read_config(folder), **ropegpt_settings)
+    model = GPT(config)
+    load_llama_state_dict(model, {k: v.float() for k, v in read_weights(folder).items()})
+    return model
+
+
+def save_llama(model: GPT, folder: Path, bos_token_id: Optional[int] = None,
+               eos_token_id: Optional[int | list[int]] = None) -> None:
+    """config.json, generation_config.json and model.safetensors of the model into an existing folder."""
+    from safetensors.torch import save_file
+
+    config = llama_config(model.config, bos_token_id, eos_token_id)
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    generation = {"bos_token_id": bos_token_id, "eos_token_id": eos_token_id, "pad_token_id": None}
+    (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
+    save_file(llama_state_dict(model), folder / WEIGHTS_FILE, metadata={"format": "pt"})
+
