@@ -38,7 +38,15 @@ from model.gpt import GPT, GPTConfig
 from model.llama import LlamaFormatError, gpt_config, is_llama_folder, load_llama_state_dict, read_config, read_weights
 from runtime.checkpoint import find_checkpoint, link_checkpoint, load_checkpoint, run_dir_of, save_checkpoint
 from runtime.config import groups, parse_overrides, require, run_command, to_schema
-from runtime.devices import DEVICE, DTYPE_NAMES, FUSED_ADAMW_DEVICES, autocast, peak_flops, resolve_dtype
+from runtime.devices import (
+    DEVICE,
+    DTYPE_NAMES,
+    autocast,
+    fused_adamw_devices,
+    peak_flops,
+    resolve_dtype,
+    set_deterministic,
+)
 from runtime.errors import UserError
 from runtime.parallel import (
     gradient_sync,
@@ -99,9 +107,10 @@ class TrainConfig:
     log_interval: int = 10  # a log line (and a metrics.jsonl entry) every this many steps
     device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, cuda:1, mps, cpu
     dtype: str = "auto"  # auto (bf16 on CUDA where supported, else fp16; fp32 elsewhere), bf16, fp16, fp32
-    compile: bool = True  # torch.compile the model (on CUDA; ignored elsewhere)
+    compile: bool = True  # torch.compile the model (any device; eager with a warning if compiling fails)
     fsdp: bool = False  # under torchrun: shard parameters, gradients, optimizer state (FSDP2) instead of DDP
     peak_flops: Optional[float] = None  # FLOP/s per device that MFU is measured against; None: known GPUs
+    deterministic: bool = False  # deterministic kernels: the same seed gives the same bits, compiled too (slower)
     seed: int = 1337
     out_dir: Optional[str] = None  # the run folder; None: outputs/DATE/TIME (with resume=: the run's own)
     resume: Optional[str] = None  # a run folder or a checkpoint file to continue from
@@ -148,7 +157,7 @@ def build_optimizer(model: torch.nn.Module, o: OptimConfig, device: torch.device
     params = list(model.parameters())  # a tied weight appears once
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": o.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), fused=device.type in FUSED_ADAMW_DEVICES)
+    return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), fused=device.type in fused_adamw_devices())
 
 
 def forward_backward(model: torch.nn.Module, micro_batches: list, precision: Callable,
@@ -238,6 +247,7 @@ class Run:
     state: LoopState
     nonfinite: torch.Tensor  # a bool on the device: has any loss or gradient norm been nan or inf?
     started: float  # time.perf_counter() when this command started
+    was_deterministic: bool  # torch's setting before this run: put back by close()
 
     def precision(self):
         return autocast(self.device, self.dtype)
@@ -253,6 +263,7 @@ class Run:
         modules) before the group itself is destroyed. In the other order the group's destructor runs
         later, holding the GIL, and waits for its own worker thread, which waits for the GIL: a hang."""
         self.log.close(failure)
+        set_deterministic(self.was_deterministic)
         self.model = self.raw_model = self.optimizer = None
         gc.collect()
         self.procs.close()
@@ -413,14 +424,40 @@ def open_run_folder(cfg: TrainConfig, out_dir: Path, state: LoopState, log: RunL
 
 
 def wrap(model: GPT, cfg: TrainConfig, device: torch.device, procs: Processes) -> torch.nn.Module:
-    """What the loop calls: the model sharded in place (fsdp=true) or in DDP under torchrun, compiled on CUDA."""
+    """What the loop calls: the model sharded in place (fsdp=true) or in DDP under torchrun, then compiled
+    (DDP inside, as torch recommends, so the compiler splits the graph where DDP communicates)."""
     if procs.world_size > 1 and cfg.fsdp:
         shard(model)  # model's parameters are now this process's shards: build the optimizer after this
-    if cfg.compile and device.type == "cuda":  # on a CPU, inductor needs a C++ toolchain and rarely pays
-        model = torch.compile(model)
     if procs.world_size > 1 and not cfg.fsdp:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return model
+    return torch.compile(model) if cfg.compile else model
+
+
+def compile_now(run: Run) -> None:
+    """With compile=true, compile before the first step instead of during it: one training forward and
+    backward and one evaluation forward on an evaluation batch, with the random state put back and the
+    gradients cleared, so the run is the same as without this. Its time is reported apart (not in the
+    ETA). If the compiler fails (no C++ toolchain, an unsupported GPU), every process goes on eagerly."""
+    if not run.cfg.compile:
+        return
+    started, error = time.perf_counter(), None
+    x, y = run.eval_sets["train"][0]
+    batch = [(x.to(run.device), y.to(run.device))]
+    try:
+        with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+            forward_backward(run.model, batch, run.precision, run.scaler)
+            evaluate(run.model, batch, run.precision, run.device)
+    except torch._dynamo.exc.TorchDynamoException as e:
+        error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+    finally:
+        run.optimizer.zero_grad(set_to_none=True)
+    errors = [e for e in run.procs.gather(error) if e is not None]  # every process decides alike
+    if errors:
+        run.model = run.model._orig_mod  # the DDP (or plain) model, uncompiled
+        torch._dynamo.reset()
+        run.log.warning("torch.compile failed (%s): training eagerly; compile=false skips the attempt", errors[0])
+    else:
+        run.log.info("compiled in %s (training and evaluation graphs)", duration(time.perf_counter() - started))
 
 
 def setup(cfg: TrainConfig, overrides: Sequence[str] = ()) -> Run:
@@ -435,6 +472,7 @@ def setup(cfg: TrainConfig, overrides: Sequence[str] = ()) -> Run:
         checkpoint = load_checkpoint(path)
         cfg = resumed_config(cfg, overrides, checkpoint["config"])
     procs, device = join_processes(cfg.device)
+    was_deterministic = set_deterministic(cfg.deterministic)
     end_step = min(cfg.max_steps, cfg.stop_step) if cfg.stop_step else cfg.max_steps
     log = RunLog(end_step, cfg.progress) if procs.is_main else NullRunLog()
     try:
@@ -465,9 +503,11 @@ def setup(cfg: TrainConfig, overrides: Sequence[str] = ()) -> Run:
         run = Run(cfg=cfg, procs=procs, device=device, dtype=dtype, raw_model=raw_model, model=model,
                   optimizer=optimizer, scaler=scaler, sampler=sampler, eval_sets=eval_sets, meta=meta,
                   accum_steps=accum_steps, end_step=end_step, out_dir=out_dir, log=log, state=state,
-                  nonfinite=torch.zeros((), dtype=torch.bool, device=device), started=started)
+                  nonfinite=torch.zeros((), dtype=torch.bool, device=device), started=started,
+                  was_deterministic=was_deterministic)
     except BaseException as e:
         log.close(failure=str(e))  # the process group, if any, is left to the exit (runtime.errors.fail)
+        set_deterministic(was_deterministic)
         raise
     announce(run, path)
     return run
@@ -475,7 +515,7 @@ def setup(cfg: TrainConfig, overrides: Sequence[str] = ()) -> Run:
 
 def announce(run: Run, resumed_from: Optional[Path]) -> None:
     cfg, m = run.cfg, run.raw_model.config
-    compiled = cfg.compile and run.device.type == "cuda"
+    compiled = cfg.compile
     run.log.info("run folder: %s", run.out_dir)
     run.log.info("model: %s parameters (%d layers, %d heads, %d K/V heads, width %d, context %d); data: %s, %s "
                  "train tokens", f"{run.raw_model.num_params():,}", m.n_layer, m.n_head, m.kv_heads, m.n_embd,
@@ -484,8 +524,6 @@ def announce(run: Run, resumed_from: Optional[Path]) -> None:
                  "per process", run.device, str(run.dtype).removeprefix("torch."), ", compiled" if compiled else "",
                  run.procs.world_size, cfg.batch_size, m.block_size, run.accum_steps,
                  cfg.batch_size // run.procs.world_size // run.accum_steps)
-    if cfg.compile and not compiled:
-        run.log.info("compile=true applies on CUDA only: running eagerly on %s", run.device.type)
     if resumed_from is not None:
         run.log.info("resumed from %s at step %d", resumed_from, run.state.step)
     elif cfg.init_from:
@@ -635,6 +673,7 @@ def train(cfg: TrainConfig, overrides: Sequence[str] = ()) -> dict:
     the checkpoint's config. Returns a summary (steps, losses, seconds)."""
     run = setup(cfg, overrides)
     try:
+        compile_now(run)
         with StopSignal() as stop:
             summary = loop(run, stop)
     except BaseException as e:

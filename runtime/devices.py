@@ -1,5 +1,6 @@
 """Which device and precision to run on, and how fast that device can go (for MFU)."""
 
+import os
 import re
 from contextlib import nullcontext
 from typing import Optional
@@ -15,14 +16,28 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DTYPE_NAMES = ("auto", *DTYPES)  # what a dtype= setting may say
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # what a device= setting may say
 FP16_DEVICES = ("cuda",)  # fp16 matmuls elsewhere are very slow (0.4 GFLOP/s on a CPU); a test may add "cpu"
-# Where AdamW uses torch's fused kernel. It exists on the CPU too and trains there (FSDP included), but
-# there it changes the CPU recipe's trajectory (val 1.734 instead of 1.727, the same speed, one run
-# each): left to the issue that re-tunes that recipe.
-FUSED_ADAMW_DEVICES = ("cuda",)
 
 
 class DeviceError(UserError):
     """An unusable device or dtype setting. The message says what to use instead."""
+
+
+def fused_adamw_devices() -> list[str]:
+    """The device types with torch's fused AdamW kernel (one kernel for all parameters): cuda, cpu, mps..."""
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices  # no public accessor
+
+    return _get_fused_kernels_supported_devices()
+
+
+def set_deterministic(enabled: bool) -> bool:
+    """Deterministic kernels on or off for this process (torch.use_deterministic_algorithms); returns the
+    setting before. On CUDA, cuBLAS also needs a fixed workspace; an op without a deterministic kernel
+    warns instead of stopping the run."""
+    before = torch.are_deterministic_algorithms_enabled()
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    return before
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

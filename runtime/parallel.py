@@ -46,8 +46,8 @@ def gradient_sync(model: nn.Module, sync: bool):
     """Backward passes inside average the gradients over the processes only when sync is true, so the
     micro-batches of one step communicate once. `model` is what the loop calls (DDP, compiled, FSDP)."""
     inner = getattr(model, "_orig_mod", model)  # under torch.compile
-    if isinstance(model, DDP):
-        with nullcontext() if sync else model.no_sync():
+    if isinstance(inner, DDP):
+        with nullcontext() if sync else inner.no_sync():
             yield
         return
     if isinstance(inner, FSDPModule):

@@ -84,6 +84,10 @@ class RunLog:
         self.bar.clear()
         logging.getLogger("train").info(msg, *args)
 
+    def warning(self, msg: str, *args) -> None:
+        self.bar.clear()
+        logging.getLogger("train").warning("warning: " + msg, *args)
+
     def record(self, entry: dict) -> None:
         """One line of metrics.jsonl ({"kind": "train"|"eval", "step": ..., ...}), and the same to wandb."""
         if self.metrics is not None:
@@ -124,6 +128,9 @@ class NullRunLog(RunLog):
         pass
 
     def info(self, msg: str, *args) -> None:
+        pass
+
+    def warning(self, msg: str, *args) -> None:
         pass
 
     def record(self, entry: dict) -> None:
