@@ -4,21 +4,22 @@
     python -c "import transformers as t; print(t.AutoModelForCausalLM.from_pretrained('exported/shakespeare'))"
 
 The folder holds config.json (a LlamaConfig), generation_config.json, model.safetensors and the
-tokenizer (tokenizer.json, tokenizer_config.json): transformers, vLLM and llama.cpp's converter read
-it as any Llama model. ropegpt's GPT is Llama's network (model/llama.py), so nothing is converted but
-names. The character vocabulary becomes a Hugging Face tokenizer with one token per character, and
+tokenizer (tokenizer.json, tokenizer_config.json), the layout of any Llama model on the Hugging Face
+Hub; transformers loads it (tested). ropegpt's GPT is Llama's network (model/llama.py), so nothing is
+converted but names. The character vocabulary becomes a Hugging Face tokenizer with one token per character, and
 GPT-2's BPE one that gives tiktoken's ids.
 """
 
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 from data.tokenizers import save_hf_tokenizer, special_ids, tokenizer_from_meta
 from model.gpt import GPT
-from model.llama import LlamaFormatError, save_llama
+from model.llama import LlamaFormatError, llama_config, save_llama
 from runtime.checkpoint import find_checkpoint, load_checkpoint
 from runtime.config import run_command
 from runtime.errors import UserError
@@ -51,18 +52,22 @@ def export(cfg: ExportConfig) -> Path:
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ExportError(f"{path} does not hold a usable model and tokenizer ({type(e).__name__}: "
                           f"{str(e)[:200]})") from None
-    partial = out.with_name(f".{out.name}.partial")  # written fully, then renamed: never half a folder at out
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
     try:
+        llama_config(model.config)  # refuses what Llama cannot express, before anything is written
+    except LlamaFormatError as e:
+        raise ExportError(f"cannot export {path}: {e}") from None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))  # ours alone
+    except OSError as e:
+        raise ExportError(f"cannot write beside out={out}: {e.strerror or e}") from None
+    try:  # written fully, then renamed: never half a folder at out
         bos, eos = special_ids(tokenizer)
         save_llama(model, partial, bos, eos)
         save_hf_tokenizer(tokenizer, partial, model.config.block_size)
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(partial, out)
-    except LlamaFormatError as e:
-        raise ExportError(f"cannot export {path}: {e}") from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     print(f"exported {path} (step {state.get('step')}, {model.num_params():,} parameters, "

@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence, TextIO
 
 import torch
 
-from data.tokenizers import HFTokenizer, tokenizer_from_meta
+from data.tokenizers import HFTokenizer, document_separator, tokenizer_from_meta
 from model.generate import check_sampling_args, generate_tokens
 from model.gpt import GPT
 from model.llama import LlamaFormatError, is_llama_folder, load_llama
@@ -76,7 +76,8 @@ def load_model(where: Optional[str], runs_dir: str, device: torch.device) -> tup
     folder; `where` as for `ckpt=`."""
     if where is not None and is_llama_folder(Path(where).expanduser()):
         try:
-            model, tokenizer = load_llama(where), HFTokenizer.from_folder(where)
+            tokenizer = HFTokenizer.from_folder(where)  # first: it is the quick check
+            model = load_llama(where)
         except LlamaFormatError as e:
             raise SampleError(f"cannot sample from {where}: {e}") from None
         return model.to(device).eval(), tokenizer
@@ -94,14 +95,14 @@ def load_model(where: Optional[str], runs_dir: str, device: torch.device) -> tup
 
 def prompt_tokens(tokenizer, prompt: str) -> list[int]:
     """The prompt's tokens, after the beginning-of-text token where the model has one (Llama's <s>).
-    An empty prompt starts from <|endoftext|> for GPT-2 BPE, a newline at character level."""
+    An empty prompt starts from end-of-text (GPT-2's <|endoftext|>), else a newline, else token 0."""
     if tokenizer.bos is not None:
         return [tokenizer.bos] + tokenizer.encode(prompt)
     if prompt:
         return tokenizer.encode(prompt)
     if tokenizer.eot is not None:
         return [tokenizer.eot]
-    return tokenizer.encode("\n") if "\n" in tokenizer.stoi else [0]
+    return document_separator(tokenizer) or [0]
 
 
 def read_prompt(prompt: str) -> str:

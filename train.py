@@ -341,29 +341,48 @@ def batch_geometry(cfg: TrainConfig, procs: Processes) -> tuple[int, int]:
     return micro, per_process // micro
 
 
-def imported_config(cfg: TrainConfig, meta: dict) -> TrainConfig:
-    """With init_from=FOLDER: cfg with the folder's architecture (model.block_size, if shorter, model.dropout
-    and model.attn_impl stay as configured), once the data is known to use the folder's tokenizer."""
+# model.* keys that apply with init_from; the folder's config.json sets the others
+FINE_TUNING_KEYS = ("block_size", "dropout", "attn_impl")
+
+
+def imported_model(cfg: TrainConfig, overrides: Sequence[str]) -> GPTConfig:
+    """With init_from=FOLDER: the folder's architecture, checked before any data is prepared.
+
+    Of the model settings only model.block_size (a shorter training context; by default the folder's),
+    model.dropout (by default 0, as fine-tuning usually is) and model.attn_impl apply, when given on the
+    command line; any other model setting there is refused rather than silently ignored.
+    """
     folder = Path(cfg.init_from).expanduser()
     if not is_llama_folder(folder):
         raise TrainError(f"init_from={cfg.init_from}: not a Hugging Face model folder (no config.json there); "
                          "to continue a run of train.py, use resume=")
-    theirs = HFTokenizer.from_folder(folder)
-    if meta.get("tokenizer") != "hf" or json.loads(meta["tokenizer_json"]) != json.loads(theirs.tokenizer_json):
-        raise TrainError(f"init_from={cfg.init_from} reads tokens of its own tokenizer, but the data {cfg.data.name} "
-                         f"was prepared with the {meta.get('tokenizer')} tokenizer: prepare your text with the "
-                         f"folder's, e.g. data=text data.path=FILE data.tokenizer=hf:{cfg.init_from}")
+    if not cfg.data.tokenizer.startswith("hf:"):
+        raise TrainError(f"init_from={cfg.init_from} reads tokens of its own tokenizer: prepare your text with it, "
+                         f"e.g. data=text data.path=FILE data.tokenizer=hf:{cfg.init_from}")
+    given = {o.key_or_group for o in parse_overrides(overrides)}
+    ignored = sorted(k for k in given if k.split(".")[0] == "model" and k.removeprefix("model.") not in FINE_TUNING_KEYS)
+    if ignored:
+        raise TrainError(f"init_from={cfg.init_from} takes the model's shape from its config.json: drop "
+                         f"{', '.join(ignored)} (model.{', model.'.join(FINE_TUNING_KEYS)} apply)")
+    chosen = {"dropout": 0.0, **{k: getattr(cfg.model, k) for k in FINE_TUNING_KEYS if f"model.{k}" in given}}
     try:
-        model = gpt_config(read_config(folder), block_size=cfg.model.block_size, dropout=cfg.model.dropout,
-                           attn_impl=cfg.model.attn_impl)
+        return gpt_config(read_config(folder), **chosen)
     except LlamaFormatError as e:
         raise TrainError(f"init_from={cfg.init_from}: {e}") from None
-    return replace(cfg, model=model)
 
 
-def build_model(cfg: TrainConfig, meta: dict, device: torch.device) -> GPT:
+def check_tokenizer(cfg: TrainConfig, meta: dict) -> None:
+    """The prepared data's tokens must be the init_from folder's."""
+    theirs = HFTokenizer.from_folder(cfg.init_from)
+    if meta.get("tokenizer") != "hf" or json.loads(meta["tokenizer_json"]) != json.loads(theirs.tokenizer_json):
+        raise TrainError(f"init_from={cfg.init_from} reads tokens of its own tokenizer, but the data {cfg.data.name} "
+                         f"was prepared with another ({meta.get('tokenizer')}): prepare it with the folder's, "
+                         f"e.g. data=text data.path=FILE data.tokenizer=hf:{cfg.init_from} data.name=NEW_NAME")
+
+
+def build_model(cfg: TrainConfig, meta: dict, device: torch.device, weights_from: Optional[str] = None) -> GPT:
     """The model: its vocabulary from the data (an imported one's may be larger), the same initial weights
-    in every process; with init_from, the folder's weights."""
+    in every process; weights_from: a Hugging Face folder's weights instead."""
     vocab = meta["vocab_size"]
     if cfg.init_from and cfg.model.vocab_size < vocab:
         raise TrainError(f"init_from={cfg.init_from}: its vocabulary of {cfg.model.vocab_size} is smaller than the "
@@ -375,9 +394,9 @@ def build_model(cfg: TrainConfig, meta: dict, device: torch.device) -> GPT:
                          f"{vocab}: leave it unset, it comes from the data")
     torch.manual_seed(cfg.seed)
     model = GPT(GPTConfig(**{**asdict(cfg.model), "vocab_size": vocab}))
-    if cfg.init_from:
+    if weights_from:
         try:
-            load_llama_state_dict(model, read_weights(Path(cfg.init_from).expanduser()))
+            load_llama_state_dict(model, read_weights(Path(weights_from).expanduser()))
         except LlamaFormatError as e:
             raise TrainError(f"init_from={cfg.init_from}: {e}") from None
     return model.to(device)
@@ -481,11 +500,15 @@ def setup(cfg: TrainConfig, overrides: Sequence[str] = ()) -> Run:
             torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for the fp32 matmuls autocast leaves
             torch.backends.cudnn.allow_tf32 = True
         out_dir = procs.decide(lambda: new_out_dir(cfg, path))  # chosen now, created last; None off rank 0
+        imported = None
+        if cfg.init_from and checkpoint is None:  # a resumed run has its weights in its checkpoint
+            imported = imported_model(cfg, overrides)  # checked before preparing data: a typo costs nothing
         data_dir, meta = prepare_data(cfg.data, procs)
-        if cfg.init_from and checkpoint is None:  # a resumed run has its weights in the checkpoint
-            cfg = imported_config(cfg, meta)
+        if imported is not None:
+            check_tokenizer(cfg, meta)
+            cfg = replace(cfg, model=imported)
         micro, accum_steps = batch_geometry(cfg, procs)
-        raw_model = build_model(cfg, meta, device)
+        raw_model = build_model(cfg, meta, device, weights_from=cfg.init_from if imported else None)
         if checkpoint is not None:
             check_checkpoint(checkpoint, raw_model, procs)
         model = wrap(raw_model, cfg, device, procs)

@@ -39,7 +39,7 @@ import numpy as np
 from data.config import DataConfig, DataError, dataset_dir
 from data.shards import FORMAT_VERSION, ShardWriter, load_meta, split_shards, token_dtype, write_meta
 from data.sources import pieces, source_files
-from data.tokenizers import CharTokenizer, GPT2Tokenizer, HFTokenizer, tokenizer_from_meta
+from data.tokenizers import CharTokenizer, GPT2Tokenizer, HFTokenizer, document_separator, tokenizer_from_meta
 from runtime.runlog import Progress, duration
 
 log = logging.getLogger(__name__)
@@ -148,9 +148,9 @@ def tasks_of(segments: Iterator[tuple[str, str, bool]], plan: deque) -> Iterator
 def fingerprint(cfg: DataConfig, files: list[Path]) -> str:
     """What the prepared files depend on: the source files (name, size, modification time) or the Hub
     dataset, and the settings that change the tokens."""
-    tokenizer_file = Path(cfg.tokenizer[3:]).expanduser() / "tokenizer.json"  # with hf:DIR, a source file too
-    if cfg.tokenizer.startswith("hf:") and tokenizer_file.is_file():
-        files = [*files, tokenizer_file]
+    if cfg.tokenizer.startswith("hf:"):  # the tokenizer is a source file too
+        tokenizer_file = Path(cfg.tokenizer[3:]).expanduser() / "tokenizer.json"
+        files = [*files, tokenizer_file] if tokenizer_file.is_file() else files
     what = {"files": [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files],
             **{k: getattr(cfg, k) for k in ("tokenizer", "val_fraction", "text_field", "max_documents",
                                              "hf_dataset", "hf_config", "hf_split", "shard_tokens")}}
@@ -244,7 +244,7 @@ def write_dataset(cfg: DataConfig, files: list[Path], out: Path) -> dict:
         tokenizer = GPT2Tokenizer()
     else:
         tokenizer = HFTokenizer.from_folder(cfg.tokenizer.removeprefix("hf:"))
-    separator = tokenizer.eot if tokenizer.eot is not None else tokenizer.stoi.get("\n")
+    separator = np.array(document_separator(tokenizer), dtype=np.int64)
     dtype = token_dtype(tokenizer.vocab_size)
     writers = {split: ShardWriter(out, split, dtype, cfg.shard_tokens) for split in ("train", "val")}
     # a small corpus is tokenized in this process: starting workers would cost more than it saves
@@ -255,8 +255,8 @@ def write_dataset(cfg: DataConfig, files: list[Path], out: Path) -> dict:
         for ids in arrays:
             split, joins, n_chars = plan.popleft()
             writer = writers[split]
-            if not joins and writer.tokens and separator is not None:
-                writer.write(np.array([separator]))
+            if not joins and writer.tokens and separator.size:
+                writer.write(separator)
             writer.write(ids)
             chars += n_chars
         tokens, seconds = writers["train"].tokens + writers["val"].tokens, time.perf_counter() - started

@@ -170,7 +170,11 @@ class HFTokenizer:
         from tokenizers import Tokenizer
 
         self.tokenizer_json, self.source = tokenizer_json, source
-        self.tok = Tokenizer.from_str(tokenizer_json)
+        try:
+            self.tok = Tokenizer.from_str(tokenizer_json)
+        except Exception as e:  # the Rust library raises a bare Exception for a malformed file
+            raise DataError(f"the tokenizer.json of {source or 'this model'} is not a usable tokenizer "
+                            f"({str(e)[:200]})") from None
         self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)
         self.bos: Optional[int] = bos
         self.eos: list[int] = list(eos or [])
@@ -206,18 +210,28 @@ class HFTokenizer:
 
     def meta(self) -> dict:
         return {"tokenizer": self.kind, "vocab_size": self.vocab_size, "eot": self.eot, "bos": self.bos,
-                "eos": self.eos, "source": self.source, "tokenizer_json": self.tokenizer_json}
+                "eos": self.eos, "tokenizer_source": self.source, "tokenizer_json": self.tokenizer_json}
 
     def hf_tokenizer(self):
         return self.tok
 
 
 def special_ids(tokenizer) -> tuple[Optional[int], Optional[list[int]]]:
-    """(BOS id, EOS ids) for a Hugging Face folder. GPT-2's <|endoftext|> is both, as in Hugging Face's
-    gpt2; the character vocabulary has neither."""
-    bos = tokenizer.bos if tokenizer.bos is not None else tokenizer.eot
-    eos = tokenizer.eos or ([tokenizer.eot] if tokenizer.eot is not None else [])
-    return bos, eos or None
+    """(BOS id, EOS ids) for a Hugging Face folder: a Hugging Face tokenizer's own; GPT-2's <|endoftext|>
+    is both, as in Hugging Face's gpt2; the character vocabulary has neither."""
+    if tokenizer.kind == "gpt2":
+        return tokenizer.eot, [tokenizer.eot]
+    return tokenizer.bos, tokenizer.eos or None
+
+
+def document_separator(tokenizer) -> list[int]:
+    """The tokens written between two documents of a prepared corpus: end-of-text (then BOS, where a
+    model starts its texts with one, as sample.py starts its prompts), else a newline of one token."""
+    if tokenizer.eot is not None:
+        bos = [tokenizer.bos] if tokenizer.bos is not None and tokenizer.bos != tokenizer.eot else []
+        return [tokenizer.eot, *bos]
+    newline = tokenizer.encode("\n") if tokenizer.kind != "char" or "\n" in tokenizer.stoi else []
+    return newline if len(newline) == 1 else []
 
 
 def save_hf_tokenizer(tokenizer, folder: Path, model_max_length: int) -> None:
@@ -249,6 +263,6 @@ def tokenizer_from_meta(meta: dict):
     if meta.get("tokenizer") == "gpt2":
         return GPT2Tokenizer()
     if meta.get("tokenizer") == "hf" and isinstance(meta.get("tokenizer_json"), str):
-        return HFTokenizer(meta["tokenizer_json"], meta.get("bos"), meta.get("eos"), meta.get("source", ""))
+        return HFTokenizer(meta["tokenizer_json"], meta.get("bos"), meta.get("eos"), meta.get("tokenizer_source", ""))
     raise DataError(f"no usable tokenizer description in meta {sorted(meta)}: expected 'tokenizer' = "
                     f"'char' (with 'chars'), 'gpt2' or 'hf' (with 'tokenizer_json'). Re-prepare the dataset.")

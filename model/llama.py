@@ -18,7 +18,7 @@ import torch
 
 from model.gpt import GPT, GPTConfig
 
-# ropegpt's parameter name -> Llama's, for layer i ({i}); the layers repeat these.
+# ropegpt's parameter name -> Llama's: within each layer (blocks.i. -> model.layers.i.), and outside the layers.
 LAYER_NAMES = {
     "attn_norm.weight": "input_layernorm.weight",
     "attn.wq.weight": "self_attn.q_proj.weight",
@@ -80,17 +80,19 @@ def llama_config(config: GPTConfig, bos_token_id: Optional[int] = None,
         "bos_token_id": bos_token_id,
         "eos_token_id": eos_token_id,
         "pad_token_id": None,
-        "torch_dtype": "float32",
-        "dtype": "float32",
+        "torch_dtype": "float32",  # the weights' dtype, under its transformers 4.x name
+        "dtype": "float32",  # and its 5.x name
     }
 
 
-def gpt_config(llama: dict, **ropegpt_settings) -> GPTConfig:
+def gpt_config(llama: dict, block_size: Optional[int] = None, **ropegpt_settings) -> GPTConfig:
     """The GPTConfig of a Llama config.json, or LlamaFormatError listing everything ropegpt lacks.
 
-    ropegpt_settings: GPTConfig keys that are not part of the network's shape (dropout, attn_impl)
-    and a shorter block_size, passed through.
+    block_size: a context shorter than the model's max_position_embeddings (None: that one).
+    ropegpt_settings: GPTConfig keys that are not part of the network's shape (dropout, attn_impl).
     """
+    if not isinstance(llama, dict):
+        raise LlamaFormatError("config.json does not hold a JSON object")
     get = llama.get
     problems = []
     if get("model_type") != "llama":
@@ -101,9 +103,9 @@ def gpt_config(llama: dict, **ropegpt_settings) -> GPTConfig:
     if rope_type != "default":
         problems.append(f"RoPE scaling {rope_type!r}: ropegpt implements plain RoPE only")
     theta = rope.get("rope_theta", get("rope_theta", 10000.0))
-    hidden, heads = get("hidden_size"), get("num_attention_heads")
-    if get("head_dim") is not None and hidden and heads and get("head_dim") * heads != hidden:
-        problems.append(f"head_dim={get('head_dim')} with {heads} heads of width {hidden}: ropegpt's heads are "
+    hidden, heads, head_dim = get("hidden_size"), get("num_attention_heads"), get("head_dim")
+    if head_dim is not None and hidden and heads and head_dim * heads != hidden:
+        problems.append(f"head_dim={head_dim} with {heads} heads of width {hidden}: ropegpt's heads are "
                         "hidden_size / num_attention_heads wide")
     for key in ("attention_bias", "mlp_bias"):
         if get(key):
@@ -116,7 +118,7 @@ def gpt_config(llama: dict, **ropegpt_settings) -> GPTConfig:
         problems.append(f"config.json lacks {', '.join(missing)}")
     if problems:
         raise LlamaFormatError("; ".join(problems))
-    block_size = ropegpt_settings.pop("block_size", None) or get("max_position_embeddings")
+    block_size = block_size or get("max_position_embeddings")
     if block_size > get("max_position_embeddings"):
         raise LlamaFormatError(f"block_size={block_size} is longer than the model's context of "
                                f"{get('max_position_embeddings')} (max_position_embeddings)")
@@ -146,16 +148,18 @@ def load_llama_state_dict(model: GPT, weights: dict[str, torch.Tensor]) -> None:
     ours = dict(model.named_parameters())  # a tied head appears once, as tok_emb.weight
     expected = {llama_name(name): name for name in ours}
     ignored = set()
-    if model.config.tie_weights and "lm_head.weight" in weights:  # some tied folders store the head too
-        if not torch.equal(weights["lm_head.weight"], weights.get(OUTER_NAMES["tok_emb.weight"])):
+    embedding = weights.get(OUTER_NAMES["tok_emb.weight"])
+    if model.config.tie_weights and "lm_head.weight" in weights and embedding is not None:  # stored twice
+        if not torch.equal(weights["lm_head.weight"], embedding):
             raise LlamaFormatError("tie_word_embeddings=true, but lm_head.weight differs from the embedding")
         ignored.add("lm_head.weight")
     extra = sorted(k for k in weights
                    if k not in expected and k not in ignored and not k.endswith("rotary_emb.inv_freq"))
     missing = sorted(k for k in expected if k not in weights)
     if extra or missing:
-        raise LlamaFormatError(f"the weights do not match a Llama model of this config: missing {missing[:4]}, "
-                               f"unexpected {extra[:4]}")
+        found = ([f"missing {', '.join(missing[:4])}"] if missing else []) + \
+            ([f"unexpected {', '.join(extra[:4])}"] if extra else [])
+        raise LlamaFormatError(f"the weights do not match a Llama model of this config: {'; '.join(found)}")
     with torch.no_grad():
         for llama_key, name in expected.items():
             w = weights[llama_key]
@@ -189,8 +193,12 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     if (folder / WEIGHTS_FILE).is_file():
         files = [folder / WEIGHTS_FILE]
     elif (folder / INDEX_FILE).is_file():
-        index = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
-        files = [folder / name for name in sorted(set(index["weight_map"].values()))]
+        try:
+            index = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
+            files = [folder / name for name in sorted(set(index["weight_map"].values()))]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise LlamaFormatError(f"{folder / INDEX_FILE} is not a usable index of shards ({type(e).__name__}: "
+                                   f"{e})") from None
     elif any(folder.glob("*.bin")):
         raise LlamaFormatError(f"{folder} holds PyTorch .bin weights; ropegpt reads safetensors. Convert once with "
                                "transformers: AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR)")

@@ -139,7 +139,8 @@ def test_a_sentencepiece_decoder_keeps_the_space_after_the_prompt(make_folder):
 ])
 def test_what_ropegpt_does_not_implement_is_refused(change, message):
     config = llama_config(tiny_model().config)
-    config.pop("rope_parameters") if "rope_scaling" in change else None
+    if "rope_scaling" in change:
+        del config["rope_parameters"]
     with pytest.raises(LlamaFormatError, match=message.replace("(", r"\(").replace("[", r"\[")):
         gpt_config({**config, **change})
 
@@ -235,7 +236,7 @@ def test_init_from_fine_tunes_an_imported_model_and_the_loss_falls(make_folder, 
             f"data.tokenizer=hf:{folder}", f"data.root={tmp_path / 'data'}", "model.block_size=64",
             "max_steps=40", "batch_size=8", "eval_interval=40", "eval_batches=2", "log_interval=1",
             "compile=false", "optim.lr=1e-2", "optim.warmup_steps=2", f"out_dir={tmp_path / 'run'}"]
-    result = train(compose("train", TrainConfig, args))
+    result = train(compose("train", TrainConfig, args), args)  # as the command line passes them
     losses = [e["loss"] for e in metrics(tmp_path / "run")]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.25, losses  # learns the text (0.5 observed)
     assert result["step"] == 40
@@ -254,21 +255,35 @@ def test_init_from_starts_from_the_folder_weights_with_a_fresh_optimizer(make_fo
     """With a learning rate of 0, the run's checkpoint holds exactly the folder's weights."""
     folder = make_folder(1, tie=True)
     (tmp_path / "book.txt").write_text(corpus[:20_000])
-    train(compose("train", TrainConfig, [
-        f"init_from={folder}", "data=text", f"data.path={tmp_path / 'book.txt'}", f"data.tokenizer=hf:{folder}",
-        f"data.root={tmp_path / 'data'}", "model.block_size=32", "max_steps=1", "batch_size=2", "eval_batches=1",
-        "compile=false", "optim.lr=0", "optim.min_lr=0", f"out_dir={tmp_path / 'run'}"]))
+    args = [f"init_from={folder}", "data=text", f"data.path={tmp_path / 'book.txt'}", f"data.tokenizer=hf:{folder}",
+            f"data.root={tmp_path / 'data'}", "model.block_size=32", "max_steps=2", "stop_step=1", "batch_size=2",
+            "eval_batches=1", "compile=false", "optim.lr=0", "optim.min_lr=0", f"out_dir={tmp_path / 'run'}"]
+    train(compose("train", TrainConfig, args), args)
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     imported = load_llama(folder).state_dict()
     assert state["model"].keys() == imported.keys()
     assert all(torch.equal(state["model"][k], imported[k]) for k in imported)
     assert state["config"]["init_from"] == str(folder) and state["step"] == 1
+    assert state["config"]["model"]["dropout"] == 0.0  # fine-tuning's default, not the model group's 0.2
     assert len(state["optimizer"]["state"]) > 0  # a fresh AdamW that took one step
+
+    # resuming needs the run's checkpoint only: the folder's weights are not read again
+    for weights in folder.glob("*.safetensors*"):
+        weights.rename(weights.with_name(weights.name + ".away"))
+    try:
+        resumed = [f"resume={tmp_path / 'run'}"]
+        assert train(compose("train", TrainConfig, resumed), resumed)["step"] == 2
+    finally:
+        for weights in folder.glob("*.away"):
+            weights.rename(weights.with_name(weights.name.removesuffix(".away")))
 
 
 @pytest.mark.parametrize("own_data,extra,message", [
-    (False, [], "was prepared with the char tokenizer: prepare your text with the folder's"),
+    (False, [], "reads tokens of its own tokenizer: prepare your text with it"),
+    (True, ["data.name=other", "data.tokenizer=gpt2"], "reads tokens of its own tokenizer: prepare your text"),
     (True, ["model.block_size=256"], "block_size=256 is longer than the model's context of 128"),
+    (True, ["model.n_layer=12", "model.dropout=0.1"], r"takes the model's shape from its config.json: drop "
+                                                     r"model.n_layer \(model.block_size, model.dropout, "),
 ])
 def test_init_from_refuses_a_mismatch(make_folder, tmp_path, data_root, corpus, own_data, extra, message):
     folder = make_folder(2)
@@ -277,7 +292,7 @@ def test_init_from_refuses_a_mismatch(make_folder, tmp_path, data_root, corpus, 
     args = [f"init_from={folder}", *data, f"data.root={data_root}", "max_steps=1", "compile=false",
             f"out_dir={tmp_path / 'run'}", *extra]
     with pytest.raises(TrainError, match=message):
-        train(compose("train", TrainConfig, args))
+        train(compose("train", TrainConfig, args), args)
     assert not (tmp_path / "run").exists()
 
 
@@ -285,3 +300,56 @@ def test_init_from_refuses_a_folder_that_is_not_a_model(tmp_path, data_root):
     with pytest.raises(TrainError, match="not a Hugging Face model folder"):
         train(compose("train", TrainConfig, [f"init_from={tmp_path}", f"data.root={data_root}", "max_steps=1",
                                              "compile=false", f"out_dir={tmp_path / 'run'}"]))
+
+
+def test_sampling_stops_at_any_of_a_list_of_eos_ids(make_folder, tmp_path):
+    """With the final norm's scale at zero every logit is 0 and greedy picks token 0; id 0 is one of the EOS."""
+    folder = copy_folder(make_folder(2), tmp_path / "eos")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 0], "bos_token_id": 1}))
+    model = transformers.LlamaForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        model.model.norm.weight.zero_()
+    model.save_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps({**config, "eos_token_id": [2, 0]}))
+    cfg = compose("sample", SampleConfig, [f"ckpt={folder}", "prompt=ROMEO:", "temperature=0", "stream=false"])
+    err = io.StringIO()
+    assert sample(cfg, io.StringIO(), err) == ["ROMEO:"]
+    assert "decode: 0 tokens" in err.getvalue()
+
+
+def copy_folder(folder: Path, to: Path) -> Path:
+    to.mkdir()
+    for f in folder.iterdir():
+        (to / f.name).write_bytes(f.read_bytes())
+    return to
+
+
+def test_an_exported_character_model_samples_from_an_empty_prompt(tmp_path, corpus):
+    tokenizer = CharTokenizer.from_text(corpus)
+    out = export(ExportConfig(ckpt=str(checkpoint(tmp_path, tokenizer)), out=str(tmp_path / "x")))
+    cfg = compose("sample", SampleConfig, [f"ckpt={out}", "max_new_tokens=5", "stream=false"])
+    [text] = sample(cfg, io.StringIO(), io.StringIO())
+    assert len(text) == 5 and set(text) <= set(tokenizer.chars)  # from a newline, one character per token
+
+
+def test_export_leaves_a_users_folder_of_the_temporary_name_alone(tmp_path, corpus):
+    mine = tmp_path / ".x.partial"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    export(ExportConfig(ckpt=str(checkpoint(tmp_path, CharTokenizer.from_text(corpus))), out=str(tmp_path / "x")))
+    assert (mine / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".x.partial", "run", "x"]
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("tokenizer.json", "is not a usable tokenizer"),
+    ("model.safetensors.index.json", "is not a usable index of shards"),
+])
+def test_a_damaged_folder_is_one_line_and_exit_2(make_folder, tmp_path, damage, message):
+    folder = copy_folder(make_folder(2), tmp_path / "damaged")
+    (folder / damage).write_text("{not json")
+    r = run_command("sample.py", f"ckpt={folder}", "max_new_tokens=3")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    [line] = r.stderr.strip().splitlines()
+    assert line.startswith("error: ") and message in line
