@@ -4,6 +4,7 @@ import importlib
 import pkgutil
 
 import pytest
+import torch
 
 import bench
 from tests.helpers import REPO, run_command
@@ -32,3 +33,22 @@ def test_bench_shapes_come_from_the_configs():
     small = bench.model_config("small")
     assert (small.n_layer, small.n_head, small.n_embd, small.block_size, small.vocab_size) == (6, 6, 384, 256, 65)
     assert bench.model_config("mini", vocab_size=50257).n_embd == 128
+
+
+def test_gpu_check_refuses_a_machine_without_cuda_with_one_line():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the check would run")
+    r = run_command("-m", "bench.gpu_check", timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: no CUDA GPU here: this check is for a GPU machine (python -m bench.gpu_check there)"]
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_its_four_checks_end_to_end_on_the_cpu(data_root):
+    r = run_command("-m", "bench.gpu_check", "--device", "cpu", "--steps", "4", "--check-steps", "3",
+                    "--decode-tokens", "10", "--data-root", str(data_root), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = [line for line in r.stdout.splitlines() if line.startswith("| ")]
+    assert len(table) == 12 and all(line.count("|") == 3 for line in table), table
+    assert sum("SDPA backend" in line and "unknown" not in line for line in table) == 4
+    assert "(within 0.05)" in r.stdout

@@ -1,0 +1,160 @@
+"""One command that checks ropegpt's GPU code paths on the GPU it runs on, and prints a README table.
+
+    python -m bench.gpu_check                       # on a machine with CUDA (exit 2 elsewhere)
+    python -m bench.gpu_check --steps 100 --decode-tokens 500
+
+1. SDPA backends: which kernel serves each of the model's attention calls in bf16 (training with
+   is_causal; grouped-query with enable_gqa; a chunked prefill with a mask; one-token decode), as
+   torch would choose it, and where that is the slow math kernel.
+2. Training: --steps steps of the GPU recipe (experiment=shakespeare_char), compiled, in bf16:
+   tokens/s, MFU, peak memory and compile time, from train.py itself.
+3. Numerics: the first --check-steps losses of that recipe compiled in bf16 against eager fp32 from
+   the same seed, within --tolerance.
+4. Decode: sample.py's cached decode at batch 1 from the run of (2), tokens/s.
+
+--device cpu runs the same checks on the CPU with model=tiny (what the tests do, so the script is
+known to work before a GPU runs it).
+"""
+
+import argparse
+import io
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bench import model_config
+from model.gpt import GPT
+from runtime.config import compose
+from runtime.errors import UserError, exit_on_user_error
+
+
+def sdpa_calls(model: GPT, device: torch.device) -> dict[str, tuple]:
+    """The arguments of each kind of F.scaled_dot_product_attention call the model makes, captured."""
+    captured, real = [], F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        captured.append((q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa))
+        return real(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
+                    enable_gqa=enable_gqa)
+
+    T = model.config.block_size
+    x = torch.randint(0, model.config.vocab_size, (2, T), device=device)
+    F.scaled_dot_product_attention = spy
+    try:
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+            model(x)  # training shape
+            caches = model.new_kv_caches(2, T)
+            model(x[:, : T // 2], kv_caches=caches)  # prefill of an empty cache
+            model(x[:, T // 2 : T // 2 + 4], kv_caches=caches)  # a chunk after cached tokens: a mask
+            model(x[:, T // 2 + 4 : T // 2 + 5], kv_caches=caches)  # decode
+    finally:
+        F.scaled_dot_product_attention = real
+    n = model.config.n_layer  # each forward pass above made one call per layer
+    return {"training": captured[0], "chunk": captured[2 * n], "decode": captured[3 * n]}
+
+
+def backend_of(args: tuple) -> str:
+    """The SDPA backend torch picks for these arguments (its own dispatcher's choice)."""
+    from torch.nn.attention import SDPBackend
+
+    q, k, v, mask, dropout_p, is_causal, scale, enable_gqa = args
+    try:
+        choice = torch._fused_sdp_choice(q, k, v, mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
+        return SDPBackend(choice).name
+    except Exception as e:  # a private function; say so instead of failing the whole check
+        return f"unknown ({type(e).__name__})"
+
+
+def run_train(args: list[str]) -> tuple[dict, Path]:
+    from train import TrainConfig, train
+
+    out = Path(tempfile.mkdtemp(prefix="gpu_check_"))
+    summary = train(compose("train", TrainConfig, [*args, f"out_dir={out / 'run'}", "progress=false"]), args)
+    return summary, out / "run"
+
+
+def entries(run: Path, kind: str) -> list[dict]:
+    return [e for e in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if e["kind"] == kind]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--check-steps", type=int, default=20)
+    parser.add_argument("--tolerance", type=float, default=0.05, help="largest |loss bf16 compiled - fp32 eager|")
+    parser.add_argument("--decode-tokens", type=int, default=500)
+    parser.add_argument("--device", default="cuda", help="cuda (the point), or cpu to test this script")
+    parser.add_argument("--data-root", default=None, help="where the prepared data lives (data.root)")
+    args = parser.parse_args()
+    with exit_on_user_error():
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise UserError("no CUDA GPU here: this check is for a GPU machine (python -m bench.gpu_check there)")
+        device = torch.device(args.device)
+        on_gpu = device.type == "cuda"
+        recipe = ["experiment=shakespeare_char"] if on_gpu else ["model=tiny", "batch_size=4", "eval_batches=2",
+                                                                 "suggest_cpu_recipe=false"]
+        recipe += [f"device={args.device}"] + ([f"data.root={args.data_root}"] if args.data_root else [])
+        rows = []
+
+        # 1. SDPA backends, for multi-head and grouped-query attention
+        shape = "small" if on_gpu else "tiny"
+        mha = sdpa_calls(GPT(model_config(shape, n_kv_head=None)).to(device).eval(), device)
+        gqa = sdpa_calls(GPT(model_config(shape, n_kv_head=2)).to(device).eval(), device)
+        for name, call in [("training (is_causal)", mha["training"]), ("training, GQA (enable_gqa)", gqa["training"]),
+                           ("chunked prefill after cached tokens (mask)", gqa["chunk"]),
+                           ("one-token decode, GQA", gqa["decode"])]:
+            backend = backend_of(call)
+            rows.append((f"SDPA backend: {name}", backend + (" (the slow fallback)" if backend == "MATH" else "")))
+
+        # 2. the recipe, compiled, bf16
+        if on_gpu:
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        _, run = run_train([*recipe, f"max_steps={args.steps}", f"eval_interval={args.steps}", "log_interval=10",
+                            "compile=true", "dtype=bf16"])
+        wall = time.perf_counter() - t0
+        log = (run / "train.log").read_text()
+        compiled = re.search(r"compiled in (\S+)", log)
+        last = entries(run, "train")[-1]
+        rows += [("training: steps, wall time", f"{args.steps}, {wall:.1f} s"),
+                 ("training: compile time", compiled.group(1) if compiled else "not compiled (see train.log)"),
+                 ("training: tokens/s", f"{last['tokens_per_s']:,.0f}"),
+                 ("training: MFU", f"{100 * last['mfu']:.1f}%" if last.get("mfu") else "unknown device")]
+        if on_gpu:
+            rows.append(("training: peak memory", f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"))
+
+        # 3. numerics: compiled bf16 vs eager fp32
+        n = args.check_steps
+        common = [*recipe, f"max_steps={n}", f"eval_interval={n}", "log_interval=1"]
+        _, fast_run = run_train([*common, "compile=true", "dtype=bf16"])
+        bf16 = [e["loss"] for e in entries(fast_run, "train")]
+        _, ref_run = run_train([*common, "compile=false", "dtype=fp32"])
+        fp32 = [e["loss"] for e in entries(ref_run, "train")]
+        worst = max(abs(a - b) for a, b in zip(bf16, fp32, strict=True))
+        rows.append((f"numerics: largest loss difference, bf16 compiled vs fp32 eager, {n} steps",
+                     f"{worst:.2e} ({'within' if worst <= args.tolerance else 'OUTSIDE'} {args.tolerance})"))
+
+        # 4. cached decode at batch 1
+        from sample import SampleConfig, sample
+
+        err = io.StringIO()
+        sample(compose("sample", SampleConfig, [f"ckpt={run}", "prompt=ROMEO:", f"max_new_tokens={args.decode_tokens}",
+                                                f"device={args.device}", "stream=false"]), io.StringIO(), err)
+        decode = re.search(r"decode: .*?\(([\d,]+) tokens/s\)", err.getvalue())
+        rows.append(("decode at batch 1 (KV cache): tokens/s", decode.group(1) if decode else err.getvalue()[-200:]))
+
+        name = torch.cuda.get_device_name(device) if on_gpu else "CPU"
+        print(f"\n| {name}, torch {torch.__version__} | |\n| --- | --- |")
+        for what, value in rows:
+            print(f"| {what} | {value} |")
+        if worst > args.tolerance:
+            raise UserError(f"the compiled bf16 losses differ from eager fp32 by {worst:.4f} > {args.tolerance}")
+
+
+if __name__ == "__main__":
+    main()
