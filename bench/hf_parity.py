@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from model.generate import generate_tokens
-from model.llama import load_llama
+from model.llama import LlamaFormatError, load_llama
 from runtime.errors import UserError, exit_on_user_error
 
 SHAPES = {  # the published config.json values of each model's shape
@@ -70,11 +70,18 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             folder = args.folder or random_folder(args.shape, Path(tmp))
             t0 = time.perf_counter()
-            ours = load_llama(folder).eval()
+            try:
+                ours = load_llama(folder).eval()
+            except LlamaFormatError as e:
+                raise UserError(f"cannot read {folder}: {e}") from None
             load_s = time.perf_counter() - t0
             theirs = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
         torch.manual_seed(1)
-        prompt = torch.randint(0, ours.config.vocab_size, (1, args.prompt_tokens))
+        length = min(args.prompt_tokens, ours.config.block_size - args.new_tokens)
+        if length < 1:
+            raise UserError(f"--new-tokens {args.new_tokens} leaves no room for a prompt in the model's context "
+                            f"of {ours.config.block_size}")
+        prompt = torch.randint(0, ours.config.vocab_size, (1, length))
         a, b = ours(prompt)[0], theirs(prompt).logits
         n = args.new_tokens
         greedy_ours = torch.cat(list(generate_tokens(ours, prompt, n, temperature=0)), dim=1)
@@ -92,7 +99,7 @@ def main() -> None:
         ours_speed, theirs_speed = decode_speed(ropegpt, n), decode_speed(hf, n)
         what = str(args.folder) if args.folder else f"{args.shape} shape, random weights"
         print(f"{what}: {ours.num_params():,} parameters, loaded by ropegpt in {load_s:.1f} s")
-        print(f"max |logit difference| over {args.prompt_tokens} tokens: {(a - b).abs().max().item():.2e} "
+        print(f"max |logit difference| over {length} tokens: {(a - b).abs().max().item():.2e} "
               f"(logits up to {b.abs().max().item():.2f})")
         print(f"greedy {n} tokens identical: {same}")
         print(f"decode at batch 1, fp32, {torch.get_num_threads()} threads: ropegpt {ours_speed:.1f} tokens/s, "

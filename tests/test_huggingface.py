@@ -185,6 +185,7 @@ def test_an_exported_model_loads_in_transformers_with_equal_logits_and_ids(tmp_p
     ids = tokenizer.encode(text)
     assert hf_tok(text)["input_ids"] == ids
     assert hf_tok.decode(ids) == text
+    assert HFTokenizer.from_folder(out).encode(text) == ids  # what sample.py ckpt=FOLDER and init_from read
     ours, _ = tiny_model(vocab_size=tokenizer.vocab_size, **model)(torch.tensor([ids[:32]]))
     assert (hf_logits(out, torch.tensor([ids[:32]])) - ours).abs().max() < TOLERANCE
     config = json.loads((out / "config.json").read_text())
