@@ -1,7 +1,7 @@
 """Train a GPT on a prepared dataset.
 
     python train.py                                       # the GPU recipe (nanoGPT's baby GPT)
-    python train.py experiment=shakespeare_char_cpu       # the CPU recipe, about two minutes
+    python train.py experiment=shakespeare_char_cpu       # the CPU recipe, under two minutes
     python train.py resume=outputs/2026-11-22/06-00-00    # continue a run exactly
     python train.py init_from=models/SmolLM2-135M data=text data.path=my.txt data.tokenizer=hf:models/SmolLM2-135M
                                                           # fine-tune a Hugging Face Llama model on your text
@@ -48,6 +48,7 @@ from runtime.devices import (
     set_deterministic,
 )
 from runtime.errors import UserError
+from runtime.optimizers import Optimizers
 from runtime.parallel import (
     gradient_sync,
     load_model_state,
@@ -67,6 +68,7 @@ from runtime.runlog import NullRunLog, RunLog, duration
 
 @dataclass
 class OptimConfig:
+    name: str = "adamw"  # adamw; or muon: Muon for the blocks' matrices, AdamW (at lr) for the rest
     lr: float = 1e-3  # peak learning rate, reached after warmup_steps
     min_lr: float = 1e-4  # the cosine decay ends here at max_steps
     warmup_steps: int = 100
@@ -74,9 +76,14 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    muon_lr: float = 0.02  # with name=muon: the matrices' peak learning rate (the schedule scales both)
+    muon_momentum: float = 0.95
 
     def __post_init__(self):
-        require([(self.lr >= 0, f"lr={self.lr} must be >= 0"),
+        require([(self.name in ("adamw", "muon"), f"name={self.name!r} must be adamw or muon"),
+                 (self.muon_lr >= 0, f"muon_lr={self.muon_lr} must be >= 0"),
+                 (0 <= self.muon_momentum < 1, f"muon_momentum={self.muon_momentum} must be in [0, 1)"),
+                 (self.lr >= 0, f"lr={self.lr} must be >= 0"),
                   (self.lr < 0 or 0 <= self.min_lr <= self.lr, f"min_lr={self.min_lr} must be in [0, lr={self.lr}]"),
                   (self.warmup_steps >= 0, f"warmup_steps={self.warmup_steps} must be >= 0"),
                   (self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0"),
@@ -128,7 +135,9 @@ class TrainConfig:
                  (0 <= self.seed < 2**63, f"seed={self.seed} must be in [0, 2^63)"),
                  (DEVICE.fullmatch(self.device) is not None,
                   f"device={self.device!r} must be auto, cpu, cuda, cuda:N or mps"),
-                 (self.dtype in DTYPE_NAMES, f"dtype={self.dtype!r} must be one of {', '.join(DTYPE_NAMES)}")])
+                 (self.dtype in DTYPE_NAMES, f"dtype={self.dtype!r} must be one of {', '.join(DTYPE_NAMES)}"),
+                 (not (self.fsdp and self.optim.name == "muon"), "optim.name=muon with fsdp=true: Muon "
+                  "orthogonalises whole matrices and FSDP shards them; use DDP (fsdp=false) or optim.name=adamw")])
 
 
 # Settings about this command rather than the run: a resumed run never takes them from its checkpoint.
@@ -152,12 +161,26 @@ def lr_at(step: int, o: OptimConfig, max_steps: int) -> float:
     return o.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (o.lr - o.min_lr)
 
 
-def build_optimizer(model: torch.nn.Module, o: OptimConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on the matrices (embedding included) and none on the norm scales."""
-    params = list(model.parameters())  # a tied weight appears once
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": o.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), fused=device.type in fused_adamw_devices())
+def build_optimizer(model: torch.nn.Module, o: OptimConfig, device: torch.device):
+    """AdamW with weight decay on the matrices (embedding included) and none on the norm scales.
+
+    With name=muon, the blocks' matrices (W_Q, W_K, W_V, W_O and the MLP's) go to Muon instead: momentum,
+    then each update matrix orthogonalised (Newton-Schulz: its singular values pushed towards 1), so
+    every direction of a matrix learns at the same rate (Jordan et al. 2024, as in modded-nanogpt and
+    nanochat). The embedding, the LM head and the norm scales stay with AdamW. Each param group's
+    lr_ratio is its peak learning rate over optim.lr: the loop's schedule scales every group alike.
+    """
+    named = list(model.named_parameters())  # a tied weight appears once
+    hidden = [p for n, p in named if o.name == "muon" and n.startswith("blocks.") and p.dim() == 2]
+    rest = [p for _, p in named if all(p is not h for h in hidden)]
+    groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": o.weight_decay},
+              {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}]
+    adamw = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), fused=device.type in fused_adamw_devices())
+    if not hidden:
+        return adamw
+    muon = torch.optim.Muon(hidden, lr=o.muon_lr, weight_decay=o.weight_decay, momentum=o.muon_momentum)
+    muon.param_groups[0]["lr_ratio"] = o.muon_lr / o.lr if o.lr > 0 else 0.0
+    return Optimizers(adamw, muon)
 
 
 def forward_backward(model: torch.nn.Module, micro_batches: list, precision: Callable,
@@ -716,7 +739,7 @@ def loop(run: Run, stop: StopSignal) -> dict:
         # the training step
         lr = lr_at(state.step, cfg.optim, cfg.max_steps)
         for group in run.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_ratio", 1.0)
         loss = forward_backward(run.model, run.micro_batches(), run.precision, run.scaler)
         grad_norm = optimizer_step(run.raw_model, run.optimizer, run.scaler, cfg.optim.grad_clip)
         state.step += 1

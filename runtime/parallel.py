@@ -80,6 +80,8 @@ def parameter_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[
 
 def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """The optimizer's whole state in the plain format. Under FSDP every process must call it."""
+    if hasattr(optimizer, "optimizers"):  # runtime.optimizers.Optimizers: each one's state
+        return {"optimizers": [optimizer_state(model, o) for o in optimizer.optimizers]}
     if not is_sharded(model):
         return optimizer.state_dict()
     by_name = get_optimizer_state_dict(model, optimizer, options=WHOLE)  # keyed by parameter name
@@ -90,6 +92,12 @@ def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
 
 
 def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    if hasattr(optimizer, "optimizers"):
+        if len(state.get("optimizers", [])) != len(optimizer.optimizers):
+            raise ValueError("the checkpoint's optimizer state is not this optimizer's (another optim.name?)")
+        for o, s in zip(optimizer.optimizers, state["optimizers"], strict=True):
+            load_optimizer_state(model, o, s)
+        return
     if not is_sharded(model):
         optimizer.load_state_dict(state)
         return
