@@ -146,29 +146,35 @@ def repeat_kv(k: torch.Tensor, n_head: int) -> torch.Tensor:
 
 
 def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True, impl: str = "sdpa"
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True, impl: str = "sdpa",
+    dropout_p: float = 0.0,
 ) -> torch.Tensor:
     """Steps (4)-(7) for q (B, H, T, D) and k, v (B, Hkv, S, D) with S >= T; returns y (B, H, T, D).
 
     impl="explicit" repeats K/V to H heads and materialises the (T, S) weights; impl="sdpa" calls the
     fused kernel, which reads each K/V head for its G query heads without copying (enable_gqa).
+    dropout_p: in training, each weight of A is zeroed with this probability (and the rest scaled by
+    1 / (1 - p)), a regulariser; 0 at evaluation and generation.
     """
     if impl == "explicit":
         k, v = repeat_kv(k, q.size(1)), repeat_kv(v, q.size(1))  # (4) (B, H, S, D)
-        return attention_weights(q, k, causal) @ v  # (5)-(7) (B, H, T, S) @ (B, H, S, D) -> (B, H, T, D)
+        weights = attention_weights(q, k, causal)  # (5)-(6) (B, H, T, S)
+        if dropout_p:
+            weights = F.dropout(weights, dropout_p)
+        return weights @ v  # (7) (B, H, T, S) @ (B, H, S, D) -> (B, H, T, D)
     if impl == "sdpa":
         T, S = q.size(-2), k.size(-2)
-        gqa = k.size(1) != q.size(1)
+        kw = dict(dropout_p=dropout_p, enable_gqa=k.size(1) != q.size(1))
         if not causal:
-            return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)  # (4)-(7), no mask
+            return F.scaled_dot_product_attention(q, k, v, **kw)  # (4)-(7), no mask
         if T == S:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)  # (4)-(7)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, **kw)  # (4)-(7)
         if T == 1:  # one new token, the last position: it may see every key, so the mask is all True
-            return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)  # (4)-(7)
+            return F.scaled_dot_product_attention(q, k, v, **kw)  # (4)-(7)
         # Footgun: is_causal=True builds a *top-left* aligned triangle (query i sees keys 0..i), which
         # is wrong once a cache holds P > 0 earlier keys. Pass the bottom-right aligned mask instead.
         mask = causal_mask(T, S, q.device)  # (T, S)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)  # (4)-(7)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **kw)  # (4)-(7)
     raise ValueError(f"unknown attention impl {impl!r}: use 'explicit' or 'sdpa'")
 
 
@@ -236,13 +242,13 @@ class CausalSelfAttention(nn.Module):
     """
 
     def __init__(self, n_embd: int, n_head: int, n_kv_head: int | None = None,
-                 causal: bool = True, impl: str = "sdpa"):
+                 causal: bool = True, impl: str = "sdpa", dropout: float = 0.0):
         super().__init__()
         n_kv_head = n_head if n_kv_head is None else n_kv_head
         assert n_embd % n_head == 0, f"n_embd={n_embd} must be divisible by n_head={n_head}"
         assert n_head % n_kv_head == 0, f"n_head={n_head} must be divisible by n_kv_head={n_kv_head}"
         self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, n_embd // n_head
-        self.causal, self.impl = causal, impl
+        self.causal, self.impl, self.dropout = causal, impl, dropout  # dropout on A, in training only
         # Separate W_Q, W_K, W_V as in the equations; fusing them into one matmul is an optimisation.
         self.wq = nn.Linear(n_embd, n_head * self.head_dim, bias=False)
         self.wk = nn.Linear(n_embd, n_kv_head * self.head_dim, bias=False)
@@ -273,7 +279,8 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.project(x, cos, sin)  # (1)-(2)
         if cache is not None:
             k, v = cache.update(k, v)  # (3) (B, Hkv, S, D)
-        y = attention(q, k, v, causal=self.causal, impl=self.impl)  # (4)-(7) (B, H, T, D)
+        p = self.dropout if self.training else 0.0
+        y = attention(q, k, v, causal=self.causal, impl=self.impl, dropout_p=p)  # (4)-(7) (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (8) concat heads: (B, H, T, D) -> (B, T, H*D = C)
         return self.wo(y)  # (8) (B, T, C)
 

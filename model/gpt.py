@@ -30,7 +30,7 @@ class GPTConfig:
     mlp_hidden: Optional[int] = None  # None: 8/3 * n_embd rounded up to a multiple of 64 (`hidden`)
     rope_base: float = 10000.0
     tie_weights: bool = False  # True: the LM head shares the token embedding's weight (GPT-2)
-    dropout: float = 0.0  # on each block's two residual branches
+    dropout: float = 0.0  # in training: on the embeddings, the attention weights and both residual branches
     causal: bool = True  # False only to show what the causal mask is for
     attn_impl: str = "sdpa"  # "sdpa" (fused kernel) or "explicit" (steps written out)
     norm_eps: float = 1e-6
@@ -110,7 +110,7 @@ class Block(nn.Module):
         super().__init__()
         self.attn_norm = RMSNorm(config.n_embd, config.norm_eps)
         self.attn = CausalSelfAttention(config.n_embd, config.n_head, config.kv_heads,
-                                        causal=config.causal, impl=config.attn_impl)
+                                        causal=config.causal, impl=config.attn_impl, dropout=config.dropout)
         self.mlp_norm = RMSNorm(config.n_embd, config.norm_eps)
         self.mlp = SwiGLU(config.n_embd, config.hidden)
         self.dropout = nn.Dropout(config.dropout)
@@ -130,6 +130,7 @@ class GPT(nn.Module):
             raise ValueError("GPTConfig.vocab_size is not set: it is the tokenizer's vocabulary size")
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.emb_dropout = nn.Dropout(config.dropout)  # no weights: a Llama export is unaffected
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm = RMSNorm(config.n_embd, config.norm_eps)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -180,7 +181,7 @@ class GPT(nn.Module):
         # RoPE tables for positions P..P+T-1, computed once here and shared by every layer
         cos, sin = rope_tables(torch.arange(P, P + T, device=idx.device), self.config.head_dim,
                                self.config.rope_base)  # (T, D) each
-        x = self.tok_emb(idx)  # (B, T, C)
+        x = self.emb_dropout(self.tok_emb(idx))  # (B, T, C)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, None if kv_caches is None else kv_caches[i])  # (B, T, C)
         logits = self.lm_head(self.norm(x))  # (B, T, V)

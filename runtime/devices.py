@@ -9,9 +9,18 @@ import torch
 
 from runtime.errors import UserError
 
-# Dense bf16 tensor-core peaks from the vendors' data sheets, for MFU. Matched against the device name.
-GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
-                  "L4": 121e12, "4090": 165e12, "3090": 71e12}
+# Dense tensor-core peaks for MFU, from NVIDIA's data sheets and whitepapers: bf16 with fp32 accumulation
+# (fp16 where the GPU has no bf16: V100, T4). Keyed by the exact name torch.cuda.get_device_name gives, so
+# an "H100 PCIe" never gets an SXM H100's peak; an unknown GPU gets no MFU (or state peak_flops=).
+GPU_PEAK_FLOPS = {
+    "NVIDIA H200": 989e12, "NVIDIA H200 NVL": 835e12, "NVIDIA GH200 480GB": 989e12,
+    "NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA H100 NVL": 835e12,
+    "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100-SXM4-40GB": 312e12, "NVIDIA A100-PCIE-40GB": 312e12,
+    "NVIDIA A100 80GB PCIe": 312e12, "NVIDIA L40S": 362e12, "NVIDIA L40": 181e12, "NVIDIA L4": 121e12,
+    "NVIDIA A10": 125e12, "NVIDIA RTX A6000": 155e12, "NVIDIA GeForce RTX 4090": 165e12,
+    "NVIDIA GeForce RTX 3090": 35.6e12, "Tesla V100-SXM2-16GB": 125e12, "Tesla V100-SXM2-32GB": 125e12,
+    "Tesla V100-PCIE-16GB": 112e12, "Tesla V100-PCIE-32GB": 112e12, "Tesla T4": 65e12,
+}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DTYPE_NAMES = ("auto", *DTYPES)  # what a dtype= setting may say
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # what a device= setting may say
@@ -58,10 +67,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """auto: bf16 on CUDA where supported (fp16 otherwise), fp32 elsewhere."""
+    """auto: bf16 on CUDA where the GPU has it natively (Ampere and later), else fp16 (with a GradScaler in
+    train.py: T4, V100); fp32 elsewhere. is_bf16_supported() alone counts emulated bf16, which is slow."""
     if name == "auto":
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+            return torch.bfloat16 if native else torch.float16
         return torch.float32
     if name not in DTYPES:
         raise DeviceError(f"dtype={name!r}: use auto, bf16, fp16 or fp32")
@@ -80,8 +91,5 @@ def peak_flops(device: torch.device, stated: Optional[float] = None) -> Optional
     if stated:
         return stated
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, flops in GPU_PEAK_FLOPS.items():
-            if key in name:
-                return flops
+        return GPU_PEAK_FLOPS.get(torch.cuda.get_device_name(device).strip())
     return None

@@ -320,3 +320,20 @@ def test_dividing_by_sqrt_d_keeps_the_scores_at_unit_variance(D):
     dots = (q * k).sum(-1)  # (20000,)
     assert abs(dots.var().item() / D - 1) < 0.05  # the standard error of a variance over 20000 samples is 1%
     assert abs((dots / math.sqrt(D)).var().item() - 1) < 0.05
+
+
+@pytest.mark.parametrize("impl", ["explicit", "sdpa"])
+def test_attention_dropout_zeroes_weights_at_rate_p_and_scales_the_rest(impl):
+    """With V the identity, y = A itself: after dropout p about a fraction p of the causal weights is
+    zero and the others are A's times 1 / (1 - p)."""
+    torch.manual_seed(0)
+    T = D = 64
+    q, k = torch.randn(1, 4, T, D), torch.randn(1, 4, T, D)
+    v = torch.eye(T).expand(1, 4, T, T)  # (B, H, S, D) with S = D
+    full = attention(q, k, v, impl=impl)
+    dropped = attention(q, k, v, impl=impl, dropout_p=0.5)
+    allowed = causal_mask(T, T).expand_as(full)
+    zeroed = (dropped[allowed] == 0).float().mean().item()
+    assert abs(zeroed - 0.5) < 0.03, zeroed  # 8320 weights: a binomial's sd is 0.005
+    kept = dropped[allowed] != 0
+    torch.testing.assert_close(dropped[allowed][kept], 2 * full[allowed][kept], rtol=1e-4, atol=1e-6)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from model.generate import complete, generate, sample_next_token, slide_window
+from model.generate import complete, generate, generate_tokens, sample_next_token, slide_window
 from model.gpt import GPT
 from tests.helpers import tiny_model as tiny
 
@@ -153,3 +153,21 @@ def test_invalid_sampling_controls_are_rejected(bad, match):
     args = {"max_new_tokens": 3, **bad}
     with pytest.raises(ValueError, match=match):
         complete(tiny(), torch.zeros(1, 1, dtype=torch.long), **args)
+
+
+def test_one_token_decode_steps_never_use_cudnn_attention_and_prefill_may(monkeypatch):
+    """cuDNN's SDPA builds a plan per key length: decode steps run with it disabled (on every device)."""
+    seen = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, *args, **kwargs):
+        seen.append((q.size(-2), torch.backends.cuda.cudnn_sdp_enabled()))
+        return real(q, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    model = tiny()
+    list(generate_tokens(model, torch.randint(0, 65, (1, 5)), 4))
+    layers = model.config.n_layer
+    assert seen[:layers] == [(5, True)] * layers  # the prefill: any kernel
+    assert seen[layers:] == [(1, False)] * (3 * layers)  # three decode steps: never cuDNN
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # restored afterwards

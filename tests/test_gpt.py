@@ -234,3 +234,14 @@ def test_flops_per_token_matches_torch_flop_counter(tie):
     with FlopCounterMode(display=False) as counter:
         model(x, x)[1].backward()
     assert counter.get_total_flops() == model.flops_per_token(T) * B * T
+
+
+def test_dropout_acts_in_training_only_and_adds_no_weights():
+    plain, dropped = tiny(), tiny(dropout=0.3)
+    assert plain.state_dict().keys() == dropped.state_dict().keys()  # the Llama export is unaffected
+    assert dropped.emb_dropout.p == 0.3 and all(b.attn.dropout == 0.3 and b.dropout.p == 0.3 for b in dropped.blocks)
+    x = torch.randint(0, 65, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(dropped.eval()(x)[0], plain.eval()(x)[0], rtol=0, atol=0)
+        dropped.train()
+        assert not torch.equal(dropped(x)[0], dropped(x)[0])  # a fresh mask each pass
