@@ -160,7 +160,7 @@ class Completion:
         if self.stopped:
             return self.text
         hold = max((len(s) - 1 for s in self.stops), default=0)
-        text = self.text[: len(self.text) - hold] if hold else self.text
+        text = self.text[: max(0, len(self.text) - hold)]
         return text.rstrip("\ufffd")
 
 
@@ -185,9 +185,10 @@ def sample(cfg: SampleConfig, out: Optional[TextIO] = None, err: Optional[TextIO
 
     prompt = read_prompt(cfg.prompt)
     ids = prompt_tokens(tokenizer, prompt)
-    if len(ids) > model.config.block_size:
-        raise SampleError(f"the prompt is {len(ids)} tokens, longer than the model's context of "
-                          f"{model.config.block_size}: shorten it")
+    if len(ids) > model.config.block_size:  # as nanoGPT: the model reads the prompt's last block_size tokens
+        err.write(f"note: the prompt is {len(ids)} tokens, longer than the model's context of "
+                  f"{model.config.block_size}: the model reads its last {model.config.block_size}\n")
+        ids = ids[-model.config.block_size :]
     idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T0)
     generator = torch.Generator(device).manual_seed(cfg.seed)
     completions = [Completion(tokenizer, stops, context=ids[-4:]) for _ in range(cfg.num_samples)]

@@ -142,7 +142,6 @@ def test_two_training_steps_then_sample_py_from_that_run_directory(data_root, tm
 
 @pytest.mark.parametrize("overrides,message", [
     (["prompt='héllo@'"], "2 character(s) not in the 61-character vocabulary: '@', 'é'"),
-    (["prompt=" + "a" * 17], "the prompt is 17 tokens, longer than the model's context of 16"),
     (["temperature=-1"], "temperature=-1.0 must be >= 0"),
     (["top_p=0"], r"top_p=0.0 must be in (0, 1]"),
     (["top_p=1.5"], r"top_p=1.5 must be in (0, 1]"),
@@ -180,3 +179,21 @@ def test_stop_strings_understand_newline_and_tab_escapes():
     assert stop_strings("\\n\\n") == ["\n\n"]
     assert stop_strings(["a\\tb", "x\\\\n", "é"]) == ["a\tb", "x\\n", "é"]
     assert stop_strings(None) == []
+
+
+@pytest.mark.parametrize("stop", ["    ", "\\n\\n", "e", "ROMEO and JULIET", "zzzzzzzzzzzzzzzzzzzzzzzz"])
+def test_streamed_and_returned_text_are_identical_for_any_stop_string(ckpt, stop):
+    """Streaming holds back what could still begin a stop string, even when that is longer than the text."""
+    args = ["prompt=ROMEO:", "temperature=0", "max_new_tokens=40", f"stop='{stop}'"]
+    _, streamed, _ = run(ckpt, *args, stream=True)
+    _, printed, _ = run(ckpt, *args, stream=False)
+    assert streamed == printed
+
+
+def test_a_prompt_longer_than_the_context_keeps_its_last_block_size_tokens(ckpt):
+    long_prompt = "ROMEO: " + "a" * 30  # 37 characters, a context of 16
+    texts, out, err = run(ckpt, f"prompt={long_prompt}", "temperature=0", "max_new_tokens=5")
+    assert "note: the prompt is 37 tokens, longer than the model's context of 16: the model reads its last 16" in err
+    assert "prefill: 16 tokens" in err
+    tail, _, _ = run(ckpt, f"prompt={long_prompt[-16:]}", "temperature=0", "max_new_tokens=5")
+    assert texts[0] == long_prompt + tail[0][16:]  # the same continuation as from the last 16 characters
