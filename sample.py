@@ -43,7 +43,7 @@ class SampleConfig:
     top_p: Optional[float] = None
     seed: int = 1337
     device: str = "auto"
-    dtype: str = "auto"  # auto: bf16 on CUDA, fp32 elsewhere
+    dtype: str = "auto"  # auto: bf16 on CUDA (fp16 where bf16 is not native), fp32 elsewhere
     stream: bool = True  # print tokens as they come (with num_samples=1)
     stop: Any = None  # a string or a list of strings: a sample ends before the first one
     use_cache: bool = True

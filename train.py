@@ -1,7 +1,7 @@
 """Train a GPT on a prepared dataset.
 
     python train.py                                       # the GPU recipe (nanoGPT's baby GPT)
-    python train.py experiment=shakespeare_char_cpu       # the CPU recipe, under two minutes
+    python train.py experiment=shakespeare_char_cpu       # the CPU recipe, about 80 s
     python train.py resume=outputs/2026-11-22/06-00-00    # continue a run exactly
     python train.py init_from=models/SmolLM2-135M data=text data.path=my.txt data.tokenizer=hf:models/SmolLM2-135M
                                                           # fine-tune a Hugging Face Llama model on your text
@@ -660,7 +660,7 @@ def hint_cpu_recipe(run: Run, meter: Meter) -> None:
     if run.state.step < run.end_step:
         seconds = meter.seconds() / 2 * (run.cfg.max_steps - run.state.step)
         run.log.info("At this speed the %d steps would take about %s. The CPU recipe trains a good model in "
-                     "about two minutes: python train.py experiment=shakespeare_char_cpu", run.cfg.max_steps,
+                     "about 80 seconds: python train.py experiment=shakespeare_char_cpu", run.cfg.max_steps,
                      duration(seconds))
 
 
