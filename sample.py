@@ -13,6 +13,7 @@ which then decode together, one token per step, through the KV cache.
 """
 
 import re
+import secrets
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ class SampleConfig:
     temperature: float = 0.8  # 0 is greedy
     top_k: Optional[int] = 200
     top_p: Optional[float] = None
-    seed: int = 1337
+    seed: Optional[int] = None  # None: a fresh seed, printed on stderr, so that seed=N repeats a sample
     device: str = "auto"
     dtype: str = "auto"  # auto: bf16 on CUDA (fp16 where bf16 is not native), fp32 elsewhere
     stream: bool = True  # print tokens as they come (with num_samples=1)
@@ -59,7 +60,7 @@ class SampleConfig:
                   (self.attention_tokens >= 1, f"attention_tokens={self.attention_tokens} must be >= 1"),
                   (self.attention_layer is None or self.attention_layer >= 0,
                    f"attention_layer={self.attention_layer} must be >= 0"),
-                  (0 <= self.seed < 2**63, f"seed={self.seed} must be in [0, 2^63)"),
+                  (self.seed is None or 0 <= self.seed < 2**63, f"seed={self.seed} must be in [0, 2^63)"),
                   (DEVICE.fullmatch(self.device) is not None,
                    f"device={self.device!r} must be auto, cpu, cuda, cuda:N or mps"),
                   (self.dtype in DTYPE_NAMES, f"dtype={self.dtype!r} must be one of {', '.join(DTYPE_NAMES)}"),
@@ -71,16 +72,16 @@ class SampleError(UserError):
     """Bad input to sample.py. The message says what to do; sample.py exits with code 2."""
 
 
-def load_model(where: Optional[str], runs_dir: str, device: torch.device) -> tuple[GPT, object]:
+def load_model(where: Optional[str], runs_dir: str, device: torch.device) -> tuple[GPT, object, str]:
     """The model and tokenizer of a checkpoint of train.py (trained on any device) or a Hugging Face Llama
-    folder; `where` as for `ckpt=`."""
+    folder, and a line saying which; `where` as for `ckpt=`."""
     if where is not None and is_llama_folder(Path(where).expanduser()):
         try:
             tokenizer = HFTokenizer.from_folder(where)  # first: it is the quick check
             model = load_llama(where)
         except LlamaFormatError as e:
             raise SampleError(f"cannot sample from {where}: {e}") from None
-        return model.to(device).eval(), tokenizer
+        return model.to(device).eval(), tokenizer, f"{where} (a Hugging Face Llama folder)"
     path = find_checkpoint(where, prefer="best.pt", runs_dir=runs_dir)
     state = load_checkpoint(path)
     meta = state.get("data_meta")
@@ -90,7 +91,9 @@ def load_model(where: Optional[str], runs_dir: str, device: torch.device) -> tup
         model = GPT.from_state(state["model_config"], state["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise SampleError(f"{path} does not hold a usable model ({type(e).__name__}: {str(e)[:200]})") from None
-    return model.to(device).eval(), tokenizer_from_meta(meta)
+    val = state.get("val_loss")
+    facts = [f"step {state['step']}" if "step" in state else "", f"val loss {val:.4f}" if val is not None else ""]
+    return model.to(device).eval(), tokenizer_from_meta(meta), f"{path} ({', '.join(filter(None, facts)) or 'no step'})"
 
 
 def prompt_tokens(tokenizer, prompt: str) -> list[int]:
@@ -174,23 +177,25 @@ def sample(cfg: SampleConfig, out: Optional[TextIO] = None, err: Optional[TextIO
     if cfg.attention_plot and not Path(cfg.attention_plot).expanduser().parent.is_dir():
         raise SampleError(f"attention_plot={cfg.attention_plot}: the folder {Path(cfg.attention_plot).parent} does "
                           "not exist")
-    model, tokenizer = load_model(cfg.ckpt, cfg.runs_dir, device)
+    model, tokenizer, loaded = load_model(cfg.ckpt, cfg.runs_dir, device)
     if cfg.attention_layer is not None and not 0 <= cfg.attention_layer < model.config.n_layer:
         raise SampleError(f"attention_layer={cfg.attention_layer}: the model has layers 0..{model.config.n_layer - 1}")
+    prompt = read_prompt(cfg.prompt)
+    ids = prompt_tokens(tokenizer, prompt)  # the last check of the input: what follows is written out
+    seed = secrets.randbelow(2**63) if cfg.seed is None else cfg.seed
+    err.write(f"checkpoint: {loaded}\n")
+    err.write(f"seed: {seed}\n" if cfg.seed is not None else f"seed: {seed} (seed={seed} repeats this sample)\n")
     use_cache = cfg.use_cache
     if use_cache and not model.config.causal:
         err.write("note: this model attends both ways (causal=false), so a KV cache would go stale: "
                   "sampling without it\n")
         use_cache = False
-
-    prompt = read_prompt(cfg.prompt)
-    ids = prompt_tokens(tokenizer, prompt)
     if len(ids) > model.config.block_size:  # as nanoGPT: the model reads the prompt's last block_size tokens
         err.write(f"note: the prompt is {len(ids)} tokens, longer than the model's context of "
                   f"{model.config.block_size}: the model reads its last {model.config.block_size}\n")
         ids = ids[-model.config.block_size :]
     idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T0)
-    generator = torch.Generator(device).manual_seed(cfg.seed)
+    generator = torch.Generator(device).manual_seed(seed)
     completions = [Completion(tokenizer, stops, context=ids[-4:]) for _ in range(cfg.num_samples)]
     streaming = cfg.stream and cfg.num_samples == 1
     printed = 0

@@ -60,12 +60,12 @@ def main() -> None:
     for name, run in (("causal (experiment=shakespeare_char_cpu)", args.causal_run),
                       ("peek (experiment=peek, causal=false)", args.peek_run)):
         ckpt = find_checkpoint(run)
-        model, _ = load_model(ckpt, torch.device("cpu"))
+        model, _, _ = load_model(str(ckpt), "outputs", torch.device("cpu"))
         T = min(64, model.config.block_size)
         text = torch.from_numpy(val[:T].astype(np.int64))[None]  # (1, T): the start of the validation text
         last_train, eval_train, eval_val = last_losses(run)
         out, err = io.StringIO(), io.StringIO()
-        text_out = sample(SampleConfig(ckpt=str(ckpt), prompt=args.prompt,
+        text_out = sample(SampleConfig(ckpt=str(ckpt), prompt=args.prompt, seed=1337,
                                        max_new_tokens=args.tokens, stream=False), out, err)[0]
         print(f"== {name}: {run}")
         print(f"   losses: last training step {last_train:.4f}; evaluation: train {eval_train:.4f}, val {eval_val:.4f}")

@@ -197,3 +197,16 @@ def test_a_prompt_longer_than_the_context_keeps_its_last_block_size_tokens(ckpt)
     assert "prefill: 16 tokens" in err
     tail, _, _ = run(ckpt, f"prompt={long_prompt[-16:]}", "temperature=0", "max_new_tokens=5")
     assert texts[0] == long_prompt + tail[0][16:]  # the same continuation as from the last 16 characters
+
+
+def test_stderr_names_the_checkpoint_first_and_a_printed_fresh_seed_repeats_the_sample(ckpt):
+    args = ["prompt=ROMEO:", "max_new_tokens=40", "temperature=1.0", "top_k=null"]
+    first, _, err = run(ckpt, *args)
+    lines = err.splitlines()
+    assert lines[0] == f"checkpoint: {ckpt} (no step)"  # the fixture's checkpoint has no step or val loss
+    seed = int(lines[1].split()[1])
+    assert lines[1] == f"seed: {seed} (seed={seed} repeats this sample)"
+    again, _, err_again = run(ckpt, *args, f"seed={seed}")
+    assert again == first and err_again.splitlines()[1] == f"seed: {seed}"
+    others = {run(ckpt, *args)[0][0] for _ in range(3)}
+    assert len(others | {first[0]}) > 1  # fresh seeds: not the same text every run
