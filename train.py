@@ -17,6 +17,7 @@ rank 0 writes files, logs and talks to wandb.
 import gc
 import json
 import math
+import os
 import secrets
 import time
 from contextlib import contextmanager
@@ -450,6 +451,20 @@ def restore(checkpoint: dict, model: GPT, optimizer, scaler, sampler: BatchSampl
                      checkpoint.get("wandb_id"))
 
 
+def check_wandb(cfg: TrainConfig) -> None:
+    """wandb.enabled=true needs an API key (wandb login) unless WANDB_MODE keeps the run local: checked
+    before anything is written, instead of wandb's traceback after the run folder exists."""
+    if not cfg.wandb.enabled or os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
+        return
+    import wandb
+
+    try:
+        wandb.login(verify=False)  # finds a key (WANDB_API_KEY, ~/.netrc); prompts for one on a terminal
+    except wandb.errors.UsageError:
+        raise TrainError("wandb.enabled=true, but wandb has no API key here: run `wandb login` once, or set "
+                         "WANDB_MODE=offline to log locally (`wandb sync` uploads it later)") from None
+
+
 def open_run_folder(cfg: TrainConfig, out_dir: Path, state: LoopState, log: RunLog, resumed: bool) -> None:
     """Rank 0, once every check has passed: the folder, train.log, metrics.jsonl, the config, wandb."""
     try:
@@ -523,6 +538,7 @@ def setup(cfg: TrainConfig, overrides: Sequence[str] = ()) -> Run:
             torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for the fp32 matmuls autocast leaves
             torch.backends.cudnn.allow_tf32 = True
         out_dir = procs.decide(lambda: new_out_dir(cfg, path))  # chosen now, created last; None off rank 0
+        procs.decide(lambda: check_wandb(cfg))
         imported = None
         if cfg.init_from and checkpoint is None:  # a resumed run has its weights in its checkpoint
             imported = imported_model(cfg, overrides)  # checked before preparing data: a typo costs nothing

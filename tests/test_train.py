@@ -458,3 +458,16 @@ def test_wandb_offline_writes_its_run_inside_the_run_directory_and_resume_contin
     assert r.returncode == 0, r.stderr[-3000:]
     runs = list((run / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(p.name.endswith(wandb_id) for p in runs)  # the same wandb run id
+
+
+def test_wandb_without_an_api_key_is_one_line_before_anything_is_written(data_root, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY")}
+    env.update(HOME=str(tmp_path / "home"), NETRC=str(tmp_path / "no-netrc"), WANDB_CONFIG_DIR=str(tmp_path / "wb"))
+    r = subprocess.run([sys.executable, str(REPO / "train.py"), *TINY, "max_steps=1", "wandb.enabled=true",
+                        f"data.root={data_root}", f"out_dir={tmp_path / 'run'}"], cwd=REPO, env=env,
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines() == [
+        "error: wandb.enabled=true, but wandb has no API key here: run `wandb login` once, or set "
+        "WANDB_MODE=offline to log locally (`wandb sync` uploads it later)"]
+    assert not (tmp_path / "run").exists()
