@@ -439,7 +439,11 @@ def restore(checkpoint: dict, model: GPT, optimizer, scaler, sampler: BatchSampl
             device: torch.device) -> LoopState:
     """Weights, optimizer, scaler, and this process's data and random states, from a checkpoint."""
     load_model_state(model, checkpoint["model"])
-    load_optimizer_state(model, optimizer, checkpoint["optimizer"])
+    try:
+        load_optimizer_state(model, optimizer, checkpoint["optimizer"])
+    except (ValueError, KeyError) as e:  # e.g. resume=RUN optim.name=muon on a run trained with AdamW
+        raise TrainError(f"the checkpoint's optimizer state does not fit this optimizer ({e}): resume with the "
+                         "run's own optim.name, or start from its weights in a new run") from None
     if scaler is not None and checkpoint.get("scaler"):
         scaler.load_state_dict(checkpoint["scaler"])
     mine = checkpoint["processes"][procs.rank]

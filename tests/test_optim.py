@@ -13,7 +13,7 @@ from runtime.config import ConfigError, compose
 from runtime.optimizers import Optimizers
 from tests.helpers import free_port, metrics, tiny_model
 from tests.test_train import resume, tiny_config
-from train import OptimConfig, TrainConfig, build_optimizer, forward_backward, train
+from train import OptimConfig, TrainConfig, TrainError, build_optimizer, forward_backward, train
 
 
 def condition(m: torch.Tensor) -> float:
@@ -114,3 +114,10 @@ def test_muon_under_ddp_on_two_processes_equals_one_process_on_the_whole_batch(t
     # ~1e-7 give updates equal to bf16's precision (observed up to 2e-4 after 3 steps of lr 0.02)
     for name, w in ranks[0].items():
         torch.testing.assert_close(w, single.state_dict()[name], atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("first,then", [("adamw", "muon"), ("muon", "adamw")])
+def test_resuming_with_another_optimizer_is_refused_with_the_reason(data_root, tmp_path, first, then):
+    train(tiny_config(data_root, f"optim.name={first}", "max_steps=4", "stop_step=2", f"out_dir={tmp_path / 'run'}"))
+    with pytest.raises(TrainError, match="optimizer state does not fit this optimizer .*: resume with the run's own"):
+        resume(f"resume={tmp_path / 'run'}", f"optim.name={then}")
