@@ -171,9 +171,9 @@ def build_optimizer(model: torch.nn.Module, o: OptimConfig, device: torch.device
     nanochat). The embedding, the LM head and the norm scales stay with AdamW. Each param group's
     lr_ratio is its peak learning rate over optim.lr: the loop's schedule scales every group alike.
     """
-    named = list(model.named_parameters())  # a tied weight appears once
-    hidden = [p for n, p in named if o.name == "muon" and n.startswith("blocks.") and p.dim() == 2]
-    rest = [p for _, p in named if all(p is not h for h in hidden)]
+    to_muon = {n: o.name == "muon" and n.startswith("blocks.") and p.dim() == 2 for n, p in model.named_parameters()}
+    hidden = [p for n, p in model.named_parameters() if to_muon[n]]  # a tied weight appears once
+    rest = [p for n, p in model.named_parameters() if not to_muon[n]]
     groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": o.weight_decay},
               {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}]
     adamw = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), fused=device.type in fused_adamw_devices())

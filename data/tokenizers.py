@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from data.config import TOKENIZERS, DataError
+from data.config import DataError
 
 
 class CharTokenizer:
@@ -244,16 +244,6 @@ def save_hf_tokenizer(tokenizer, folder: Path, model_max_length: int) -> None:
     special = {"bos_token": bos, "eos_token": eos[0] if eos else None}
     config.update({k: hf.id_to_token(i) for k, i in special.items() if i is not None})
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-
-
-def tokenizer_for_corpus(kind: str, text: str):
-    if kind == "char":
-        return CharTokenizer.from_text(text)
-    if kind == "gpt2":
-        return GPT2Tokenizer()
-    if kind.startswith("hf:"):
-        return HFTokenizer.from_folder(kind[3:])
-    raise DataError(f"unknown tokenizer {kind!r}: use one of {', '.join(TOKENIZERS)}")
 
 
 def tokenizer_from_meta(meta: dict):
