@@ -31,6 +31,8 @@ class GPTConfig:
     rope_base: float = 10000.0
     tie_weights: bool = False  # True: the LM head shares the token embedding's weight (GPT-2)
     dropout: float = 0.0  # in training: on the embeddings, the attention weights and both residual branches
+    attn_dropout: Optional[float] = None  # on the attention weights alone; None: dropout
+    emb_dropout: Optional[float] = None  # on the token embeddings alone; None: dropout
     causal: bool = True  # False only to show what the causal mask is for
     attn_impl: str = "sdpa"  # "sdpa" (fused kernel) or "explicit" (steps written out)
     norm_eps: float = 1e-6
@@ -45,6 +47,14 @@ class GPTConfig:
     @property
     def kv_heads(self) -> int:
         return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def attn_p(self) -> float:
+        return self.dropout if self.attn_dropout is None else self.attn_dropout
+
+    @property
+    def emb_p(self) -> float:
+        return self.dropout if self.emb_dropout is None else self.emb_dropout
 
     @property
     def hidden(self) -> int:
@@ -71,8 +81,10 @@ class GPTConfig:
             problems.append(f"n_head={self.n_head} must be divisible by n_kv_head={self.kv_heads}")
         if self.attn_impl not in ("sdpa", "explicit"):
             problems.append(f"attn_impl={self.attn_impl!r} must be 'sdpa' or 'explicit'")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout={self.dropout} must be in [0, 1)")
+        for key in ("dropout", "attn_dropout", "emb_dropout"):
+            value = getattr(self, key)
+            if value is not None and not 0.0 <= value < 1.0:
+                problems.append(f"{key}={value} must be in [0, 1)")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -110,7 +122,7 @@ class Block(nn.Module):
         super().__init__()
         self.attn_norm = RMSNorm(config.n_embd, config.norm_eps)
         self.attn = CausalSelfAttention(config.n_embd, config.n_head, config.kv_heads,
-                                        causal=config.causal, impl=config.attn_impl, dropout=config.dropout)
+                                        causal=config.causal, impl=config.attn_impl, dropout=config.attn_p)
         self.mlp_norm = RMSNorm(config.n_embd, config.norm_eps)
         self.mlp = SwiGLU(config.n_embd, config.hidden)
         self.dropout = nn.Dropout(config.dropout)
@@ -130,7 +142,7 @@ class GPT(nn.Module):
             raise ValueError("GPTConfig.vocab_size is not set: it is the tokenizer's vocabulary size")
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
-        self.emb_dropout = nn.Dropout(config.dropout)  # no weights: a Llama export is unaffected
+        self.emb_dropout = nn.Dropout(config.emb_p)  # no weights: a Llama export is unaffected
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm = RMSNorm(config.n_embd, config.norm_eps)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)

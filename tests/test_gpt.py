@@ -245,3 +245,15 @@ def test_dropout_acts_in_training_only_and_adds_no_weights():
         torch.testing.assert_close(dropped.eval()(x)[0], plain.eval()(x)[0], rtol=0, atol=0)
         dropped.train()
         assert not torch.equal(dropped(x)[0], dropped(x)[0])  # a fresh mask each pass
+
+
+def test_finer_dropout_keys_set_one_place_each():
+    """attn_dropout and emb_dropout override dropout for their place; None follows dropout."""
+    m = tiny(dropout=0.2, attn_dropout=0.0, emb_dropout=0.1)
+    assert m.emb_dropout.p == 0.1 and all(b.attn.dropout == 0.0 and b.dropout.p == 0.2 for b in m.blocks)
+    x = torch.randint(0, 65, (2, 16))
+    only_residual = tiny(dropout=0.0, attn_dropout=0.0, emb_dropout=0.0).train()
+    with torch.no_grad():  # every place off: training mode gives the eval output exactly
+        torch.testing.assert_close(only_residual(x)[0], only_residual.eval()(x)[0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"attn_dropout=1.0 must be in \[0, 1\)"):
+        GPTConfig(vocab_size=65, attn_dropout=1.0)
