@@ -6,7 +6,8 @@
     python sample.py ckpt=models/SmolLM2-135M prompt="The meaning of life is"  # a Hugging Face Llama folder
     echo "any text" | python sample.py prompt=-                # the prompt from standard input
 
-`prompt=` takes the rest of its argument verbatim: quotes, commas, `=`, brackets, any Unicode.
+`prompt=` takes the rest of its argument as typed: quotes, commas, `=`, brackets, any Unicode; like `stop=`,
+it reads \\n as a newline, \\t as a tab and \\\\ as one backslash (a file or stdin is read verbatim).
 `sample(cfg)` does the work and returns the texts; `main()` is the entry point. The model's
 architecture and tokenizer come from the checkpoint. The prompt is prefilled once for all samples,
 which then decode together, one token per step, through the KV cache.
@@ -36,7 +37,7 @@ from runtime.errors import UserError
 class SampleConfig:
     ckpt: Optional[str] = None  # a run folder (best.pt), a .pt file or a Hugging Face Llama folder; None: newest run
     runs_dir: str = "outputs"  # where train.py's run folders are, to find the newest one
-    prompt: str = field(default="", metadata=FREE_TEXT)  # text to continue, verbatim; FILE:path; - (stdin)
+    prompt: str = field(default="", metadata=FREE_TEXT)  # the text to continue (\n: newline); FILE:path; - (stdin)
     num_samples: int = 1  # samples of the prompt: one prefill, then decoded together
     max_new_tokens: int = 500
     temperature: float = 0.8  # 0 is greedy
@@ -108,8 +109,18 @@ def prompt_tokens(tokenizer, prompt: str) -> list[int]:
     return document_separator(tokenizer) or [0]
 
 
+ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """\\n, \\t and \\\\ turned into a newline, a tab, a backslash (a shell and Hydra make real newlines
+    awkward to type); any other backslash stays as typed."""
+    return re.sub(r"\\([nt\\])", lambda m: ESCAPES[m.group(1)], text)
+
+
 def read_prompt(prompt: str) -> str:
-    """The prompt's text: as given, from a file (FILE:path), or from standard input (-)."""
+    """The prompt's text: as typed (with the escapes of `unescape`), from a file (FILE:path, verbatim), or
+    from standard input (-, verbatim)."""
     if prompt == "-":
         return sys.stdin.read()
     if prompt.startswith("FILE:"):
@@ -118,17 +129,14 @@ def read_prompt(prompt: str) -> str:
             return path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise SampleError(f"cannot read the prompt file {path}: {e}") from None
-    return prompt
+    return unescape(prompt)
 
 
 def stop_strings(stop) -> list[str]:
-    """The stop strings, with the escapes \\n, \\t and \\\\ turned into a newline, a tab, a backslash
-    (a shell and Hydra make real newlines awkward to type)."""
+    """The stop strings, with the escapes of `unescape`."""
     if stop is None:
         return []
-    stops = [stop] if isinstance(stop, str) else list(stop)
-    escapes = {"n": "\n", "t": "\t", "\\": "\\"}
-    return [re.sub(r"\\([nt\\])", lambda m: escapes[m.group(1)], s) for s in stops]
+    return [unescape(s) for s in ([stop] if isinstance(stop, str) else stop)]
 
 
 class Completion:

@@ -12,7 +12,7 @@ from data.config import DataError
 from data.tokenizers import CharTokenizer
 from runtime.checkpoint import CheckpointError, save_checkpoint
 from runtime.config import ConfigError, compose
-from sample import SampleConfig, SampleError, sample, stop_strings
+from sample import SampleConfig, SampleError, read_prompt, sample, stop_strings
 from tests.helpers import REPO, run_command, tiny_model
 from train import TrainConfig, train
 
@@ -179,6 +179,20 @@ def test_stop_strings_understand_newline_and_tab_escapes():
     assert stop_strings("\\n\\n") == ["\n\n"]
     assert stop_strings(["a\\tb", "x\\\\n", "é"]) == ["a\tb", "x\\n", "é"]
     assert stop_strings(None) == []
+
+
+@pytest.mark.parametrize("typed,meant", [("a\\nb", "a\nb"), ("a\\tb", "a\tb"), ("a\\\\nb", "a\\nb"),
+                                         ("back\\slash\\", "back\\slash\\"), ("\\\\", "\\")])
+def test_a_typed_prompt_takes_the_escapes_of_stop(typed, meant):
+    assert read_prompt(typed) == meant == stop_strings(typed)[0]
+
+
+def test_escapes_in_a_typed_prompt_through_the_command_line_but_not_in_a_file(ckpt, tmp_path):
+    r = run_cli(f"ckpt={ckpt}", "prompt=ROMEO:\\nJULIET", "max_new_tokens=1", "stream=false", "seed=1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ROMEO:\nJULIET") and "prefill: 13 tokens" in r.stderr
+    (tmp_path / "p.txt").write_text("ROMEO:\\nJULIET")  # a file is read verbatim: backslash, n
+    assert read_prompt(f"FILE:{tmp_path}/p.txt") == "ROMEO:\\nJULIET"
 
 
 @pytest.mark.parametrize("stop", ["    ", "\\n\\n", "e", "ROMEO and JULIET", "zzzzzzzzzzzzzzzzzzzzzzzz"])
