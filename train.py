@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data.config import DataConfig, DataError, dataset_dir
 from data.loader import BatchSampler, fixed_batches
-from data.prepare import is_prepared, prepare
+from data.prepare import has_source, is_prepared, prepare
 from data.shards import load_meta
 from data.tokenizers import HFTokenizer
 from model.gpt import GPT, GPTConfig
@@ -59,6 +59,7 @@ from runtime.parallel import (
     shard,
     whole,
 )
+from runtime.plots import plot_losses, read_metrics
 from runtime.processes import Processes, StopSignal, join_processes, torchrun_command
 from runtime.runlog import NullRunLog, RunLog, duration
 
@@ -119,12 +120,14 @@ class TrainConfig:
     fsdp: bool = False  # under torchrun: shard parameters, gradients, optimizer state (FSDP2) instead of DDP
     peak_flops: Optional[float] = None  # FLOP/s per device that MFU is measured against; None: known GPUs
     deterministic: bool = False  # deterministic kernels: the same seed gives the same bits, compiled too (slower)
+    threads: Optional[int] = None  # CPU threads of each process (torch.set_num_threads); None: torch's default
     seed: int = 1337
     out_dir: Optional[str] = None  # the run folder; None: outputs/DATE/TIME (with resume=: the run's own)
     resume: Optional[str] = None  # a run folder or a checkpoint file to continue from
     init_from: Optional[str] = None  # a Hugging Face Llama folder to fine-tune; data.tokenizer=hf:FOLDER
     suggest_cpu_recipe: bool = True  # on a machine without CUDA, point to the CPU recipe
     progress: bool = True  # a progress bar when the output is a terminal
+    plot: bool = True  # loss.png in the run folder (train and val loss), redrawn at each evaluation
 
     def __post_init__(self):
         at_least_1 = ["max_steps", "batch_size", "eval_interval", "eval_batches", "log_interval"]
@@ -133,6 +136,7 @@ class TrainConfig:
                  (self.micro_batch_size is None or 1 <= self.micro_batch_size <= self.batch_size,
                   f"micro_batch_size={self.micro_batch_size} must be in [1, batch_size={self.batch_size}]"),
                  (self.peak_flops is None or self.peak_flops > 0, f"peak_flops={self.peak_flops} must be > 0"),
+                 (self.threads is None or self.threads >= 1, f"threads={self.threads} must be >= 1"),
                  (0 <= self.seed < 2**63, f"seed={self.seed} must be in [0, 2^63)"),
                  (DEVICE.fullmatch(self.device) is not None,
                   f"device={self.device!r} must be auto, cpu, cuda, cuda:N or mps"),
@@ -142,7 +146,7 @@ class TrainConfig:
 
 
 # Settings about this command rather than the run: a resumed run never takes them from its checkpoint.
-PER_COMMAND = ("resume", "stop_step", "out_dir")
+PER_COMMAND = ("resume", "stop_step", "out_dir", "threads")
 
 
 class TrainError(UserError):
@@ -222,14 +226,16 @@ def optimizer_step(model: GPT, optimizer: torch.optim.Optimizer, scaler: Optiona
 
 
 @torch.no_grad()
-def evaluate(model: GPT, batches: list, precision: Callable, device: torch.device) -> float:
-    """Mean loss over fixed batches, with dropout off."""
+def evaluate(model: GPT, batches: list, precision: Callable, device: torch.device,
+             on_batch: Callable[[int], None] = lambda done: None) -> float:
+    """Mean loss over fixed batches, with dropout off. on_batch(n) is called after each batch."""
     was_training = model.training
     model.eval()
     losses = []
     for x, y in batches:
         with precision():
             losses.append(model(x.to(device), y.to(device))[1].float())
+        on_batch(len(losses))
     model.train(was_training)
     return torch.stack(losses).mean().item()
 
@@ -271,7 +277,9 @@ class Run:
     state: LoopState
     nonfinite: torch.Tensor  # a bool on the device: has any loss or gradient norm been nan or inf?
     started: float  # time.perf_counter() when this command started
-    was_deterministic: bool  # torch's setting before this run: put back by close()
+    was_deterministic: bool  # torch's settings before this run: put back by close()
+    was_threads: int
+    last_eval_s: Optional[float] = None  # how long the last evaluation took
 
     def precision(self):
         return autocast(self.device, self.dtype)
@@ -288,6 +296,7 @@ class Run:
         later, holding the GIL, and waits for its own worker thread, which waits for the GIL: a hang."""
         self.log.close(failure)
         set_deterministic(self.was_deterministic)
+        torch.set_num_threads(self.was_threads)
         self.model = self.raw_model = self.optimizer = None
         gc.collect()
         self.procs.close()
@@ -341,16 +350,26 @@ def new_out_dir(cfg: TrainConfig, checkpoint: Optional[Path]) -> Path:
     return out
 
 
-def prepare_data(cfg: DataConfig, procs: Processes) -> tuple[Path, dict]:
+def prepare_data(cfg: DataConfig, procs: Processes, trained_on: Optional[dict] = None) -> tuple[Path, dict]:
     """The first process on each machine prepares the dataset (once); the others wait for its verdict.
-    A Hub corpus streams for hours, longer than the others may wait: it is prepared beforehand."""
+    A Hub corpus streams for hours, longer than the others may wait: it is prepared beforehand.
+
+    trained_on: a resumed run's data (its meta.json). The run continues on exactly those tokens: found
+    under its data.name, or prepared again only where that folder is gone, and refused if they differ.
+    """
     if procs.world_size > 1 and cfg.hf_dataset and not is_prepared(cfg):
         raise DataError(f"{cfg.hf_dataset} is not prepared yet, and preparing it takes hours, longer than the other "
                         "processes may wait: run `python -m data.prepare` with the same data settings first "
                         "(e.g. python -m data.prepare data=fineweb_edu)")
-    procs.decide(lambda: prepare(cfg), on_each_machine=True)
     data_dir = dataset_dir(cfg)
-    return data_dir, load_meta(data_dir, cfg.tokenizer)
+    if trained_on is None or not (data_dir / "meta.json").exists():
+        procs.decide(lambda: prepare(cfg), on_each_machine=True)
+    meta = load_meta(data_dir, cfg.tokenizer if has_source(cfg) else None)  # without a source: as prepared
+    if trained_on is not None and trained_on.get("fingerprint") not in (None, meta.get("fingerprint")):
+        raise TrainError(f"{data_dir} no longer holds the tokens this run trained on: it was prepared again since "
+                         f"(from {meta.get('source')}, or with other data settings). Prepare the run's corpus under "
+                         "its own data.name for new runs; this run cannot continue on other data")
+    return data_dir, meta
 
 
 def batch_geometry(cfg: TrainConfig, procs: Processes) -> tuple[int, int]:
@@ -366,7 +385,7 @@ def batch_geometry(cfg: TrainConfig, procs: Processes) -> tuple[int, int]:
 
 
 # model.* keys that apply with init_from; the folder's config.json sets the others
-FINE_TUNING_KEYS = ("block_size", "dropout", "attn_impl")
+FINE_TUNING_KEYS = ("block_size", "dropout", "attn_dropout", "emb_dropout", "attn_impl")
 
 
 def imported_model(cfg: TrainConfig, overrides: Sequence[str]) -> GPTConfig:
@@ -427,7 +446,7 @@ def build_model(cfg: TrainConfig, meta: dict, device: torch.device, weights_from
 
 
 def check_checkpoint(checkpoint: dict, model: GPT, procs: Processes) -> None:
-    if checkpoint["model_config"] != asdict(model.config):
+    if asdict(GPTConfig(**checkpoint["model_config"])) != asdict(model.config):  # keys added since: defaults
         raise TrainError(f"the checkpoint's model {checkpoint['model_config']} differs from the config's "
                          f"{asdict(model.config)}")
     if len(checkpoint["processes"]) != procs.world_size:
@@ -533,7 +552,9 @@ def setup(cfg: TrainConfig, overrides: Sequence[str] = ()) -> Run:
         checkpoint = load_checkpoint(path)
         cfg = resumed_config(cfg, overrides, checkpoint["config"])
     procs, device = join_processes(cfg.device)
-    was_deterministic = set_deterministic(cfg.deterministic)
+    was_deterministic, was_threads = set_deterministic(cfg.deterministic), torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     end_step = min(cfg.max_steps, cfg.stop_step) if cfg.stop_step else cfg.max_steps
     log = RunLog(end_step, cfg.progress) if procs.is_main else NullRunLog()
     try:
@@ -546,7 +567,7 @@ def setup(cfg: TrainConfig, overrides: Sequence[str] = ()) -> Run:
         imported = None
         if cfg.init_from and checkpoint is None:  # a resumed run has its weights in its checkpoint
             imported = imported_model(cfg, overrides)  # checked before preparing data: a typo costs nothing
-        data_dir, meta = prepare_data(cfg.data, procs)
+        data_dir, meta = prepare_data(cfg.data, procs, trained_on=checkpoint["data_meta"] if checkpoint else None)
         if imported is not None:
             check_tokenizer(cfg, meta)
             cfg = replace(cfg, model=imported)
@@ -570,10 +591,11 @@ def setup(cfg: TrainConfig, overrides: Sequence[str] = ()) -> Run:
                   optimizer=optimizer, scaler=scaler, sampler=sampler, eval_sets=eval_sets, meta=meta,
                   accum_steps=accum_steps, end_step=end_step, out_dir=out_dir, log=log, state=state,
                   nonfinite=torch.zeros((), dtype=torch.bool, device=device), started=started,
-                  was_deterministic=was_deterministic)
+                  was_deterministic=was_deterministic, was_threads=was_threads)
     except BaseException as e:
         log.close(failure=str(e))  # the process group, if any, is left to the exit (runtime.errors.fail)
         set_deterministic(was_deterministic)
+        torch.set_num_threads(was_threads)
         raise
     announce(run, path)
     return run
@@ -605,10 +627,12 @@ def announce(run: Run, resumed_from: Optional[Path]) -> None:
 
 
 class Meter:
-    """Training speed over the steps since the last log line; evaluating and saving do not count."""
+    """Training speed over the steps since the last log line; evaluating and saving do not count. It keeps
+    the best speed seen, to notice when the machine slows down."""
 
     def __init__(self):
         self.start, self.steps = time.perf_counter(), 0
+        self.best_tok_s, self.warned, self.logged_step_s = 0.0, False, None
 
     def tick(self) -> None:
         self.steps += 1
@@ -616,7 +640,12 @@ class Meter:
     def seconds(self) -> float:
         return time.perf_counter() - self.start
 
+    def step_seconds(self) -> float:
+        """Seconds per step: over the steps since the last log line (at the last log line, if none since)."""
+        return self.seconds() / self.steps if self.steps else self.logged_step_s or 0.0
+
     def restart(self) -> None:
+        self.logged_step_s = self.step_seconds()
         self.start, self.steps = time.perf_counter(), 0
 
     @contextmanager
@@ -656,6 +685,42 @@ def agree_on_stop(run: Run, stop: StopSignal, due: bool) -> bool:
     return bool(flags[1].item())
 
 
+def evals_left(cfg: TrainConfig, step: int, end_step: int) -> int:
+    """Evaluations after `step`, up to end_step: at each multiple of eval_interval, and at max_steps."""
+    n = end_step // cfg.eval_interval - step // cfg.eval_interval
+    return n + int(step < end_step == cfg.max_steps and cfg.max_steps % cfg.eval_interval != 0)
+
+
+def eval_seconds(run: Run, step_seconds: float) -> float:
+    """How long an evaluation takes: as long as the last one did; before the first, its 2 * eval_batches
+    forward passes at a third of a training micro-batch's forward and backward each."""
+    if run.last_eval_s is not None:
+        return run.last_eval_s
+    return step_seconds / run.accum_steps / 3 * 2 * run.cfg.eval_batches
+
+
+def eta(run: Run, step_seconds: float) -> float:
+    """Seconds to end_step: the steps left and the evaluations left."""
+    return (step_seconds * (run.end_step - run.state.step) +
+            eval_seconds(run, step_seconds) * evals_left(run.cfg, run.state.step, run.end_step))
+
+
+SLOWDOWN = 3.0  # a fall in speed this large is another program at work, not this machine's ±20% noise
+
+
+def notice_slowdown(run: Run, meter: Meter, tok_s: float) -> None:
+    """Once per run: a hint when training runs SLOWDOWN times slower than its best so far. On a CPU the
+    usual cause is another program on the same cores, which slows both by far more than half."""
+    if meter.best_tok_s > SLOWDOWN * tok_s and not meter.warned:
+        where = ("the GPU (see nvidia-smi)" if run.device.type == "cuda" else
+                 f"the {os.cpu_count()} CPU cores; stop it, or give this run fewer threads with threads=N (now "
+                 f"{torch.get_num_threads()})")
+        run.log.warning("training slowed to %s tok/s from %s (%.0fx): another program is probably using %s",
+                        f"{tok_s:,.0f}", f"{meter.best_tok_s:,.0f}", meter.best_tok_s / tok_s, where)
+        meter.warned = True
+    meter.best_tok_s = max(meter.best_tok_s, tok_s)
+
+
 def log_step(run: Run, meter: Meter, loss: torch.Tensor, lr: float) -> float:
     """A log line and a metrics entry: loss (averaged over processes), lr, tokens/s, MFU, ETA. Returns the loss."""
     loss = run.procs.mean(loss)
@@ -670,7 +735,8 @@ def log_step(run: Run, meter: Meter, loss: torch.Tensor, lr: float) -> float:
     run.log.record(entry)
     run.log.info("step %d/%d | loss %.4f | lr %.2e | %s tok/s%s | ETA %s", run.state.step, run.end_step,
                  entry["loss"], lr, f"{tok_s:,.0f}", f" | MFU {100 * mfu:.1f}%" if mfu is not None else "",
-                 duration(seconds / meter.steps * (run.end_step - run.state.step)))
+                 duration(eta(run, meter.step_seconds())))
+    notice_slowdown(run, meter, tok_s)
     meter.restart()
     return entry["loss"]
 
@@ -678,17 +744,28 @@ def log_step(run: Run, meter: Meter, loss: torch.Tensor, lr: float) -> float:
 def hint_cpu_recipe(run: Run, meter: Meter) -> None:
     """Two steps into a GPU recipe on a machine without CUDA: how long it would take, and the CPU recipe."""
     if run.state.step < run.end_step:
-        seconds = meter.seconds() / 2 * (run.cfg.max_steps - run.state.step)
+        seconds = eta(run, meter.seconds() / 2)
         run.log.info("At this speed the %d steps would take about %s. The CPU recipe trains a good model in "
                      "about 80 seconds: python train.py experiment=shakespeare_char_cpu", run.cfg.max_steps,
                      duration(seconds))
 
 
-def evaluate_and_check(run: Run) -> float:
+LONG_EVAL_S = 30.0  # an evaluation expected to take longer is announced, with its expected duration
+
+
+def evaluate_and_check(run: Run, step_seconds: float) -> float:
     """Train and val loss on the fixed batches, logged. Every process evaluates (under FSDP each forward
-    needs them all) and takes rank 0's verdict on whether the loss is finite."""
-    train_loss = evaluate(run.raw_model, run.eval_sets["train"], run.precision, run.device)
-    val_loss = evaluate(run.raw_model, run.eval_sets["val"], run.precision, run.device)
+    needs them all) and takes rank 0's verdict on whether the loss is finite. A long one says so first,
+    and moves the progress bar batch by batch."""
+    started, step, n = time.perf_counter(), run.state.step, run.cfg.eval_batches
+    expected = eval_seconds(run, step_seconds)
+    if expected > LONG_EVAL_S:
+        run.log.info("evaluating at step %d: 2 x %d batches, about %s", step, n, duration(expected))
+    losses = {}
+    for i, split in enumerate(("train", "val")):
+        losses[split] = evaluate(run.raw_model, run.eval_sets[split], run.precision, run.device,
+                                 on_batch=lambda done: run.log.progress(step, f"evaluating {i * n + done}/{2 * n}"))
+    train_loss, val_loss = losses["train"], losses["val"]
     val_loss = run.procs.from_main(torch.tensor([val_loss], device=run.device)).item()
     if not math.isfinite(val_loss):
         raise diverged(run, "the validation loss")
@@ -697,6 +774,7 @@ def evaluate_and_check(run: Run) -> float:
                     "elapsed_s": run.elapsed()})
     run.log.info("eval at step %d: train loss %.4f, val loss %.4f (best %.4f)", run.state.step, train_loss,
                  val_loss, run.state.best_val_loss)
+    run.last_eval_s = time.perf_counter() - started
     return val_loss
 
 
@@ -722,6 +800,22 @@ def save(run: Run, val_loss: Optional[float]) -> None:
                          "previous checkpoint is intact. Free some space, then resume") from None
     if val_loss is not None and val_loss <= loop.best_val_loss:
         link_checkpoint(ckpt_dir / "last.pt", ckpt_dir / "best.pt")
+
+
+def draw_losses(run: Run) -> None:
+    """Rank 0: loss.png in the run folder, from metrics.jsonl (so a resumed run's picture covers it all),
+    written under a temporary name and renamed, so a viewer never sees half a picture. A picture that
+    cannot be drawn costs one warning, never the run."""
+    if run.out_dir is None or not run.cfg.plot:
+        return
+    partial = run.out_dir / ".loss.png.partial"
+    try:
+        plot_losses([(run.out_dir.name, read_metrics(run.out_dir))], partial,
+                    title=f"{run.out_dir}: {run.cfg.data.name}, {run.raw_model.num_params():,} parameters")
+        os.replace(partial, run.out_dir / "loss.png")
+    except (ImportError, OSError, ValueError, RuntimeError) as e:
+        run.log.warning("could not draw loss.png (%s); training goes on, and plot.py can draw it later", e)
+        partial.unlink(missing_ok=True)
 
 
 def launcher() -> str:
@@ -777,8 +871,10 @@ def loop(run: Run, stop: StopSignal) -> dict:
             losses.append(log_step(run, meter, loss, lr))
         if eval_due or stopping or state.step == run.end_step:
             with meter.paused():
-                val_loss = evaluate_and_check(run) if eval_due else None
+                val_loss = evaluate_and_check(run, meter.step_seconds()) if eval_due else None
                 save(run, val_loss)
+                if eval_due:
+                    draw_losses(run)
         if stopping:
             run.log.info("%s received: saved step %d to %s. Continue with: %s train.py resume=%s",
                          stop.received or "a stop", state.step, run.out_dir and run.out_dir / "checkpoints",

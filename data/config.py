@@ -18,7 +18,7 @@ class DataError(UserError):
 
 @dataclass
 class DataConfig:
-    name: str = "shakespeare_char"  # prepared files go to <root>/<name>/
+    name: Optional[str] = "shakespeare_char"  # prepared files go to <root>/<name>/; None: named after `path`
     tokenizer: str = "char"  # char (the corpus's characters), gpt2 (tiktoken's GPT-2 BPE), hf:MODEL_DIR (its tokenizer.json)
     path: Optional[str] = None  # a UTF-8 text file, or a folder of .txt/.jsonl/.parquet files; None: `url`
     url: Optional[str] = TINYSHAKESPEARE_URL  # downloaded to <root>/<download_name> when path is None
@@ -35,10 +35,11 @@ class DataConfig:
     shard_tokens: int = 100_000_000  # tokens per .bin shard (200 MB in uint16)
 
     def __post_init__(self):
-        if self.tokenizer.startswith("hf:") and self.name == f"text_{self.tokenizer}":  # configs/data/text.yaml's
-            self.name = "text_hf_" + "".join(c if c.isalnum() or c in "-_." else "_"  # name, made a folder name
-                                             for c in Path(self.tokenizer[3:].rstrip("/")).name)
-        require([(self.tokenizer in TOKENIZERS or self.tokenizer.startswith("hf:") and len(self.tokenizer) > 3,
+        if self.name is None and self.path is not None:
+            self.name = corpus_name(self.path, self.tokenizer)
+        require([(self.name is not None, "your own text needs data.path=FILE_OR_FOLDER, or data.name=NAME of a "
+                  "corpus prepared before"),
+                 (self.tokenizer in TOKENIZERS or self.tokenizer.startswith("hf:") and len(self.tokenizer) > 3,
                   f"tokenizer={self.tokenizer!r} must be one of {', '.join(TOKENIZERS)}, or hf:MODEL_DIR (a Hugging "
                   "Face model folder with a tokenizer.json)"),
                  (0 < self.val_fraction < 1, f"val_fraction={self.val_fraction} must be between 0 and 1"),
@@ -46,8 +47,23 @@ class DataConfig:
                  (self.shard_tokens >= 1, f"shard_tokens={self.shard_tokens} must be >= 1"),
                  (self.max_documents is None or self.max_documents >= 1,
                   f"max_documents={self.max_documents} must be >= 1"),
-                 (bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
+                 (self.name is None or bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
                   f"name={self.name!r} must be a folder name (no '/')")])
+
+
+def folder_name(text: str) -> str:
+    """text with every character but letters, digits and -_. replaced by _."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def corpus_name(path: str, tokenizer: str) -> str:
+    """The folder an own corpus prepares into when data.name is not given: the file's name without its
+    suffix (or the folder's name), then the tokenizer. `python -m data.prepare data=text data.path=~/War and
+    Peace.txt` prepares data/War_and_Peace_char; with data.tokenizer=hf:models/SmolLM2-135M, War_and_Peace_hf_SmolLM2-135M."""
+    source = Path(path).expanduser()
+    stem = source.stem if source.suffix in (".txt", ".jsonl", ".parquet", ".md", ".text") else source.name
+    kind = f"hf_{folder_name(Path(tokenizer[3:].rstrip('/')).name)}" if tokenizer.startswith("hf:") else tokenizer
+    return f"{folder_name(stem) or 'text'}_{kind}"
 
 
 def tokenizer_kind(tokenizer: str) -> str:

@@ -157,20 +157,53 @@ def fingerprint(cfg: DataConfig, files: list[Path]) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
-def already_prepared(out_dir: Path, digest: str) -> bool:
+def has_source(cfg: DataConfig) -> bool:
+    return bool(cfg.hf_dataset or cfg.path or cfg.url)
+
+
+def source_of(cfg: DataConfig) -> str:
+    """Which corpus a dataset is made of: the Hub dataset, the resolved file or folder, or the URL."""
+    return cfg.hf_dataset or (str(Path(cfg.path).expanduser().resolve()) if cfg.path else cfg.url)
+
+
+def prepared_corpora(root: Path) -> list[str]:
+    return sorted(p.parent.name for p in root.glob("*/meta.json") if not p.parent.name.startswith("."))
+
+
+def already_prepared(cfg: DataConfig, out_dir: Path, digest: str) -> bool:
+    """Whether out_dir holds this dataset already. A folder holding another corpus is never replaced:
+    each corpus has its own name, and a run's data stays what it trained on."""
     if not (out_dir / "meta.json").exists():
         if out_dir.exists() and any(out_dir.iterdir()):
             raise DataError(f"{out_dir} exists and is not a prepared dataset: choose another data.name (nothing "
                             "there was changed)")
         return False
     meta = load_meta(out_dir)
+    theirs = meta.get("source_id", meta.get("source"))
+    if theirs not in (source_of(cfg), cfg.path):
+        raise DataError(f"{out_dir} holds another corpus, prepared from {theirs}: give {source_of(cfg)} its own "
+                        f"name with data.name=NAME (nothing there was changed)")
     if meta.get("fingerprint") == digest and meta.get("format_version") == FORMAT_VERSION:
         for split in ("train", "val"):
             split_shards(out_dir, split, meta)  # matching meta but broken files: say so, don't hide it
         log.info("%s is prepared already: %s", out_dir, summary(meta))
         return True
-    log.info("%s was prepared from another source or with other settings: preparing it again", out_dir)
+    log.info("%s was prepared from an older version of %s or with other settings: preparing it again", out_dir,
+             theirs)
     return False
+
+
+def prepared_before(cfg: DataConfig, out_dir: Path) -> Path:
+    """A corpus named without its source (data=text data.name=NAME): what was prepared under that name."""
+    if not (out_dir / "meta.json").exists():
+        known = prepared_corpora(out_dir.parent)
+        raise DataError(f"data.name={cfg.name} is not prepared yet under {out_dir.parent}: prepare it once with "
+                        f"data.path=FILE_OR_FOLDER" + (f" (prepared: {', '.join(known)})" if known else ""))
+    meta = load_meta(out_dir)
+    for split in ("train", "val"):
+        split_shards(out_dir, split, meta)
+    log.info("%s: prepared before from %s: %s", out_dir, meta.get("source"), summary(meta))
+    return out_dir
 
 
 def is_prepared(cfg: DataConfig) -> bool:
@@ -179,18 +212,24 @@ def is_prepared(cfg: DataConfig) -> bool:
         meta = load_meta(dataset_dir(cfg))
     except DataError:
         return False
+    if not has_source(cfg):
+        return True
     return meta.get("format_version") == FORMAT_VERSION and meta.get("fingerprint") == \
         fingerprint(cfg, source_files(cfg))
 
 
 def prepare(cfg: DataConfig) -> Path:
-    """Prepare cfg's dataset unless its files already match the source; return its folder."""
-    files = source_files(cfg)
-    out_dir, digest = dataset_dir(cfg), fingerprint(cfg, files)
+    """Prepare cfg's dataset unless its files already match the source; return its folder. Without a
+    source (data=text data.name=NAME), the dataset prepared under that name."""
+    out_dir = dataset_dir(cfg)
     old = out_dir.with_name(f".{out_dir.name}.old")
     if not out_dir.exists() and (old / "meta.json").exists():
         old.rename(out_dir)  # killed between the two renames below: the previous dataset comes back
-    if already_prepared(out_dir, digest):
+    if not has_source(cfg):
+        return prepared_before(cfg, out_dir)
+    files = source_files(cfg)
+    digest = fingerprint(cfg, files)
+    if already_prepared(cfg, out_dir, digest):
         return out_dir
     partial = out_dir.with_name(f".{out_dir.name}.partial-{socket.gethostname()}")  # one per machine
     shutil.rmtree(partial, ignore_errors=True)  # what an interrupted preparation left
@@ -270,7 +309,8 @@ def write_dataset(cfg: DataConfig, files: list[Path], out: Path) -> dict:
                             f"1M-character pieces) for val_fraction={cfg.val_fraction}; raise it")
     return {"format_version": FORMAT_VERSION, **tokenizer.meta(), "dtype": dtype.name, "shards": shards,
             "train_tokens": writers["train"].tokens, "val_tokens": writers["val"].tokens,
-            "split": "characters" if whole else "documents", "val_fraction": cfg.val_fraction, "source": source}
+            "split": "characters" if whole else "documents", "val_fraction": cfg.val_fraction, "source": source,
+            "source_id": source_of(cfg)}
 
 
 def summary(meta: dict) -> str:

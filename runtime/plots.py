@@ -1,5 +1,7 @@
-"""Pictures of attention: one heatmap per layer and head, tokens on both axes, one colour scale."""
+"""Pictures: a run's loss curves (train.py draws loss.png; plot.py overlays runs), and attention
+heatmaps (one per layer and head, tokens on both axes, one colour scale)."""
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -7,6 +9,54 @@ import torch
 
 DPI = 100
 INCHES_PER_TOKEN = 0.13  # about 13 pixels per token: room for a 6-point label on each row and column
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl of a run folder: one entry per log line ("train") and evaluation ("eval")."""
+    entries = []
+    for line in (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a kill: the rest is still a picture
+            continue
+    return entries
+
+
+def plot_losses(runs: list[tuple[str, list[dict]]], path: str | Path, title: str = "") -> list[dict]:
+    """Save loss curves of one or more runs as a PNG: loss against steps (left) and against time
+    (right); the training loss as a thin line, the validation loss as dots joined, one colour per run.
+    runs: (label, metrics.jsonl entries) pairs. Returns, per run, the (step, loss) points drawn of each
+    curve, so they can be checked."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=DPI, sharey=True)
+    colours, drawn = matplotlib.colormaps["tab10"], []
+    for i, (label, entries) in enumerate(runs):
+        train = [e for e in entries if e.get("kind") == "train"]
+        evals = [e for e in entries if e.get("kind") == "eval"]
+        drawn.append({"train": [(e["step"], e["loss"]) for e in train],
+                      "val": [(e["step"], e["val_loss"]) for e in evals]})
+        for ax, x in zip(axes, ("step", "elapsed_s")):
+            scale = 60.0 if x == "elapsed_s" else 1.0
+            ax.plot([e[x] / scale for e in train], [e["loss"] for e in train], lw=0.8, alpha=0.6,
+                    color=colours(i % 10), label=f"{label}: train")
+            ax.plot([e[x] / scale for e in evals], [e["val_loss"] for e in evals], "o-", ms=3, lw=1.5,
+                    color=colours(i % 10), label=f"{label}: val" + (f" (last {evals[-1]['val_loss']:.4f})"
+                                                                     if evals else ""))
+    axes[0].set_xlabel("step")
+    axes[1].set_xlabel("minutes since the run started (resumed runs: their commands added up)")
+    axes[0].set_ylabel("loss (cross-entropy, nats per token)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title or "loss curves", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, format="png")
+    plt.close(fig)
+    return drawn
 
 
 def token_label(text: str) -> str:

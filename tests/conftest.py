@@ -1,35 +1,52 @@
-"""Test setup: offline data and tokenizer files, never the network."""
+"""Test setup: the offline data and tokenizer files beside the clone where CI keeps them, else the project's own
+downloads; wandb never reaches the network."""
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from data.config import DataConfig, DataError
+from data.download import download
 from tests.helpers import REPO
 
 SHARED = REPO.parent / "shared"  # the offline copies CI keeps beside the clone
-TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED / "tiktoken_cache").is_dir():
     os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED / "tiktoken_cache")
 
 
+def find_tinyshakespeare() -> Path:
+    """The real Tiny Shakespeare at the project's download location, where `python -m data.prepare` puts it:
+    seeded from the offline copy beside the repository if there is one (CI), else downloaded by the
+    project's own code, so `python -m pytest` on a fresh clone needs no other step."""
+    dest = REPO / "data" / DataConfig().download_name
+    seed = SHARED / "data/tinyshakespeare/input.txt"
+    if not dest.exists() and seed.is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(seed, dest)
+    try:
+        return download(DataConfig().url, dest, DataConfig().sha256)  # checks the sha256 of what is there
+    except DataError as e:
+        pytest.fail(f"Tiny Shakespeare is needed by this test: {e}")
+
+
 @pytest.fixture(scope="session")
 def tinyshakespeare() -> Path:
-    """The real Tiny Shakespeare: the project's download location, else the offline copy beside the repo."""
-    for path in (REPO / "data/tinyshakespeare/input.txt", SHARED / "data/tinyshakespeare/input.txt"):
-        if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == TINYSHAKESPEARE_SHA256:
-            return path
-    pytest.fail("Tiny Shakespeare is needed: run `python -m data.prepare` once to download it")
+    return find_tinyshakespeare()
+
+
+def copy_tinyshakespeare(root: Path) -> Path:
+    """root, a new data root whose download location already holds Tiny Shakespeare."""
+    dest = root / "tinyshakespeare" / "input.txt"
+    dest.parent.mkdir(parents=True)
+    shutil.copy(find_tinyshakespeare(), dest)
+    return root
 
 
 @pytest.fixture
 def data_root(tmp_path, tinyshakespeare) -> Path:
     """An empty data root whose download location already holds Tiny Shakespeare."""
-    dest = tmp_path / "tinyshakespeare" / "input.txt"
-    dest.parent.mkdir(parents=True)
-    shutil.copy(tinyshakespeare, dest)
-    return tmp_path
+    return copy_tinyshakespeare(tmp_path)

@@ -1,5 +1,6 @@
 """What several test files share: the repository's path, the one tiny model, running a command."""
 
+import hashlib
 import json
 import os
 import socket
@@ -34,6 +35,12 @@ def run_command(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: 
     """`python *args` as a user types it (e.g. run_command("train.py", "max_steps=2")), output captured."""
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, **kwargs)
+
+
+def fingerprint(folder: Path) -> dict:
+    """Every file below folder with its bytes' hash: equal fingerprints mean nothing was changed or added."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def metrics(run_dir: Path, kind: str = "train") -> list[dict]:

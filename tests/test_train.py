@@ -22,7 +22,7 @@ from runtime import checkpoint
 from runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from runtime.config import CONFIG_DIR, ConfigError, compose
 from runtime.parallel import shard, whole
-from tests.helpers import REPO, free_port, metrics, run_command, tiny_model, torchrun
+from tests.helpers import REPO, fingerprint, free_port, metrics, run_command, tiny_model, torchrun
 from train import TrainConfig, TrainError, build_optimizer, forward_backward, lr_at, resumed_config, train
 
 TINY = ["model=tiny", "batch_size=4", "eval_batches=2", "log_interval=1", "eval_interval=4", "progress=false",
@@ -58,7 +58,8 @@ def test_every_config_composes():
     for experiment in names("experiment"):
         for model in names("model"):
             for data in names("data"):
-                cfg = compose_config([f"experiment={experiment}", f"model={model}", f"data={data}"])
+                own = ["data.path=book.txt"] if data == "text" else []  # data=text alone asks for it
+                cfg = compose_config([f"experiment={experiment}", f"model={model}", f"data={data}", *own])
                 GPTConfig(**{**dataclasses.asdict(cfg.model), "vocab_size": 65})  # every model config is valid
     small = compose_config(["model=small"]).model
     assert (small.n_layer, small.n_head, small.n_embd, small.block_size) == (6, 6, 384, 256)
@@ -343,14 +344,6 @@ def test_bad_configuration_exits_2_with_the_reason_and_creates_no_run_folder(dat
     assert not (tmp_path / "run").exists() and not (tmp_path / "run2").exists()
 
 
-def fingerprint(folder: Path) -> dict:
-    """Every file below folder with its bytes' hash: equal fingerprints mean nothing was changed or added."""
-    import hashlib
-
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def test_a_new_run_never_writes_into_a_folder_that_holds_a_run(data_root, tmp_path):
     run = tmp_path / "run"
     train(tiny_config(data_root, "max_steps=2", f"out_dir={run}"))
@@ -471,3 +464,66 @@ def test_wandb_without_an_api_key_is_one_line_before_anything_is_written(data_ro
         "error: wandb.enabled=true, but wandb has no API key here: run `wandb login` once, or set "
         "WANDB_MODE=offline to log locally (`wandb sync` uploads it later)"]
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# What the run says while it runs: ETA with evaluations, long evaluations, slowdowns, threads
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_steps,interval,step,end", [(5000, 250, 0, 5000), (5000, 250, 250, 5000),
+                                                         (100, 30, 0, 100), (100, 30, 90, 100), (100, 30, 100, 100),
+                                                         (100, 30, 10, 50), (7, 7, 3, 7), (10, 4, 0, 6)])
+def test_evals_left_counts_every_evaluation_still_to_come(max_steps, interval, step, end):
+    cfg = TrainConfig(max_steps=max_steps, eval_interval=interval)
+    due = [s for s in range(step + 1, end + 1) if s % interval == 0 or s == max_steps]  # the loop's eval_due
+    assert train_module.evals_left(cfg, step, end) == len(due)
+
+
+def fake_run(step: int = 0, end: int = 100, last_eval_s=None):
+    """What eta and notice_slowdown read of a Run: 2 micro-batches per step, evaluations every 25 steps."""
+    cfg = TrainConfig(max_steps=end, eval_interval=25, eval_batches=30)
+    return type("FakeRun", (), dict(cfg=cfg, state=train_module.LoopState(step=step), end_step=end, accum_steps=2,
+                                    last_eval_s=last_eval_s))()
+
+
+def test_the_eta_counts_the_evaluations_measured_or_estimated():
+    # 40 steps left at 0.5 s; evaluations at 75 and 100: each 12 s as measured, or before the first one
+    # 2 splits x 30 batches at a third of a micro-batch's step (0.5 s / 2 micro-batches / 3) = 5 s
+    assert train_module.eta(fake_run(step=60, last_eval_s=12.0), 0.5) == pytest.approx(40 * 0.5 + 2 * 12.0)
+    assert train_module.eta(fake_run(step=60), 0.5) == pytest.approx(40 * 0.5 + 2 * 5.0)
+    assert train_module.eta(fake_run(step=100), 0.5) == 0
+
+
+def test_a_run_announces_each_long_evaluation_with_its_expected_duration(data_root, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(train_module, "LONG_EVAL_S", 0.0)  # every evaluation counts as long
+    caplog.set_level("INFO")
+    train(tiny_config(data_root, "max_steps=8", f"out_dir={tmp_path}/run"))
+    lines = [r.getMessage() for r in caplog.records]
+    announced = [line for line in lines if line.startswith("evaluating at step")]
+    assert [line.split(", about ")[0] for line in announced] == ["evaluating at step 4: 2 x 2 batches",
+                                                                  "evaluating at step 8: 2 x 2 batches"]
+
+
+def test_a_collapse_in_speed_gives_one_hint_naming_threads(monkeypatch):
+    said = []
+    run = fake_run()
+    run.device, run.log = torch.device("cpu"), type("L", (), {"warning": lambda self, m, *a: said.append(m % a)})()
+    meter = train_module.Meter()
+    for tok_s in (9000, 10000, 8000, 3500, 3000, 2000, 1000, 9000, 1000):  # ±20% is noise; 3x slower is not
+        train_module.notice_slowdown(run, meter, tok_s)
+    assert len(said) == 1 and said[0].startswith("training slowed to 3,000 tok/s from 10,000 (3x)")
+    assert "threads=N" in said[0]
+
+
+def test_threads_applies_to_the_run_alone_and_a_resume_takes_its_own(data_root, tmp_path, monkeypatch):
+    before, seen = torch.get_num_threads(), []
+    real_step = train_module.optimizer_step
+    monkeypatch.setattr(train_module, "optimizer_step", lambda *a: (seen.append(torch.get_num_threads()),
+                                                                    real_step(*a))[1])
+    train(tiny_config(data_root, "max_steps=2", "threads=1", f"out_dir={tmp_path}/run"))
+    assert seen == [1, 1] and torch.get_num_threads() == before
+    assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["config"]["threads"] == 1
+    seen.clear()
+    resume(f"resume={tmp_path}/run", "max_steps=3")  # threads is this command's: not the checkpoint's 1
+    assert seen == [before]
