@@ -113,6 +113,7 @@ class TrainConfig:
     micro_batch_size: Optional[int] = None  # sequences per forward pass; None: batch_size / processes
     eval_interval: int = 250  # evaluate, and save the checkpoints, every this many steps (and at the end)
     eval_batches: int = 200  # fixed batches per split for each evaluation
+    patience: Optional[int] = None  # stop early after this many evaluations without a better val loss; None: never
     log_interval: int = 10  # a log line (and a metrics.jsonl entry) every this many steps
     device: str = "auto"  # auto (cuda, then mps, then cpu), cuda, cuda:1, mps, cpu
     dtype: str = "auto"  # auto (bf16 on CUDA where supported, else fp16; fp32 elsewhere), bf16, fp16, fp32
@@ -133,6 +134,7 @@ class TrainConfig:
         at_least_1 = ["max_steps", "batch_size", "eval_interval", "eval_batches", "log_interval"]
         require([(getattr(self, k) >= 1, f"{k}={getattr(self, k)} must be >= 1") for k in at_least_1] +
                 [(self.stop_step is None or self.stop_step >= 1, f"stop_step={self.stop_step} must be >= 1"),
+                 (self.patience is None or self.patience >= 1, f"patience={self.patience} must be >= 1 (or null)"),
                  (self.micro_batch_size is None or 1 <= self.micro_batch_size <= self.batch_size,
                   f"micro_batch_size={self.micro_batch_size} must be in [1, batch_size={self.batch_size}]"),
                  (self.peak_flops is None or self.peak_flops > 0, f"peak_flops={self.peak_flops} must be > 0"),
@@ -253,6 +255,7 @@ class LoopState:
     best_val_loss: float = float("inf")
     elapsed_s: float = 0.0  # training seconds of the run before this command started
     wandb_id: Optional[str] = None
+    evals_since_best: int = 0  # evaluations since the val loss last improved (for patience)
 
 
 @dataclass
@@ -471,7 +474,7 @@ def restore(checkpoint: dict, model: GPT, optimizer, scaler, sampler: BatchSampl
     if device.type == "cuda" and mine.get("cuda_rng") is not None:
         torch.cuda.set_rng_state(mine["cuda_rng"], device)
     return LoopState(checkpoint["step"], checkpoint["best_val_loss"], checkpoint["elapsed_s"],
-                     checkpoint.get("wandb_id"))
+                     checkpoint.get("wandb_id"), checkpoint.get("evals_since_best", 0))
 
 
 def check_wandb(cfg: TrainConfig) -> None:
@@ -769,6 +772,7 @@ def evaluate_and_check(run: Run, step_seconds: float) -> float:
     val_loss = run.procs.from_main(torch.tensor([val_loss], device=run.device)).item()
     if not math.isfinite(val_loss):
         raise diverged(run, "the validation loss")
+    run.state.evals_since_best = 0 if val_loss < run.state.best_val_loss else run.state.evals_since_best + 1
     run.state.best_val_loss = min(run.state.best_val_loss, val_loss)
     run.log.record({"kind": "eval", "step": run.state.step, "train_loss": train_loss, "val_loss": val_loss,
                     "elapsed_s": run.elapsed()})
@@ -791,7 +795,8 @@ def save(run: Run, val_loss: Optional[float]) -> None:
     checkpoint = {"step": loop.step, "model_config": asdict(run.raw_model.config), "model": weights,
                   "optimizer": optimizer, "scaler": run.scaler.state_dict() if run.scaler else None,
                   "best_val_loss": loop.best_val_loss, "val_loss": val_loss, "elapsed_s": run.elapsed(),
-                  "processes": processes, "config": asdict(run.cfg), "data_meta": run.meta, "wandb_id": loop.wandb_id}
+                  "processes": processes, "config": asdict(run.cfg), "data_meta": run.meta, "wandb_id": loop.wandb_id,
+                  "evals_since_best": loop.evals_since_best}
     ckpt_dir = run.out_dir / "checkpoints"
     try:
         save_checkpoint(checkpoint, ckpt_dir / "last.pt")
@@ -816,6 +821,17 @@ def draw_losses(run: Run) -> None:
     except (ImportError, OSError, ValueError, RuntimeError) as e:
         run.log.warning("could not draw loss.png (%s); training goes on, and plot.py can draw it later", e)
         partial.unlink(missing_ok=True)
+
+
+def out_of_patience(run: Run) -> bool:
+    """With patience=N: whether the last N evaluations all failed to improve the val loss (then say so)."""
+    n = run.cfg.patience
+    if n is None or run.state.evals_since_best < n:
+        return False
+    run.log.info("val loss has not improved for %d evaluations (patience=%d): stopping early at step %d. "
+                 "checkpoints/best.pt holds the best (val %.4f)", run.state.evals_since_best, n, run.state.step,
+                 run.state.best_val_loss)
+    return True
 
 
 def launcher() -> str:
@@ -879,6 +895,8 @@ def loop(run: Run, stop: StopSignal) -> dict:
             run.log.info("%s received: saved step %d to %s. Continue with: %s train.py resume=%s",
                          stop.received or "a stop", state.step, run.out_dir and run.out_dir / "checkpoints",
                          launcher(), run.out_dir)
+            break
+        if eval_due and out_of_patience(run):
             break
         run.log.progress(state.step, f"loss {losses[-1]:.4f}" if losses else "")
 

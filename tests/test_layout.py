@@ -6,7 +6,7 @@ import pytest
 
 from tests.helpers import REPO
 
-PROJECT = {"model", "data", "runtime", "bench", "train", "sample", "export", "tests", "configs"}
+PROJECT = {"model", "data", "runtime", "bench", "train", "sample", "export", "plot", "tests", "configs"}
 
 
 def project_imports(package: str) -> set[str]:
@@ -22,7 +22,7 @@ def project_imports(package: str) -> set[str]:
 
 
 def test_the_root_holds_only_commands():
-    assert sorted(p.name for p in REPO.glob("*.py")) == ["export.py", "sample.py", "train.py"]
+    assert sorted(p.name for p in REPO.glob("*.py")) == ["export.py", "plot.py", "sample.py", "train.py"]
 
 
 def test_configs_holds_yaml_only():

@@ -527,3 +527,20 @@ def test_threads_applies_to_the_run_alone_and_a_resume_takes_its_own(data_root, 
     seen.clear()
     resume(f"resume={tmp_path}/run", "max_steps=3")  # threads is this command's: not the checkpoint's 1
     assert seen == [before]
+
+
+def test_patience_stops_after_n_evaluations_without_improvement_and_resume_keeps_count(data_root, tmp_path, caplog,
+                                                                                      monkeypatch):
+    # val losses by evaluation: better, better, worse, worse, (stop with patience=2)
+    vals = iter([3.0, 2.0, 2.5, 2.1, 2.2])  # one per evaluation, every 2 steps
+    losses = iter(x for v in vals for x in (0.0, v))  # evaluate() gives the train loss, then the val loss
+    monkeypatch.setattr(train_module, "evaluate", lambda *args, **kwargs: next(losses))
+    caplog.set_level("INFO")
+    summary = train(tiny_config(data_root, "max_steps=40", "eval_interval=2", "patience=2", f"out_dir={tmp_path}/r"))
+    assert summary["step"] == 8 and summary["best_val_loss"] == 2.0
+    assert any("has not improved for 2 evaluations (patience=2): stopping early at step 8" in r.getMessage()
+               for r in caplog.records)
+    assert load_checkpoint(tmp_path / "r/checkpoints/best.pt")["step"] == 4
+    assert load_checkpoint(tmp_path / "r/checkpoints/last.pt")["evals_since_best"] == 2
+    summary = resume(f"resume={tmp_path}/r", "patience=3")  # the count goes on: step 10 is the third miss
+    assert summary["best_val_loss"] == 2.0 and summary["step"] == 10
