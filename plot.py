@@ -11,7 +11,7 @@ evaluation, so a run still training can be drawn). Runs are labelled by their fo
 import argparse
 from pathlib import Path
 
-from runtime.errors import UserError, exit_on_user_error
+from runtime.errors import UserError, exit_on_user_error, fail
 from runtime.plots import plot_losses, read_metrics
 
 
@@ -35,8 +35,13 @@ def runs_of(folders: list[Path], labels: list[str] | None) -> list[tuple[str, li
     return runs
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line and exit code 2, like every ropegpt command
+        fail(f"{message} (python plot.py --help shows the usage)")
+
+
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run folders of train.py")
     parser.add_argument("--out", type=Path, default=Path("runs.png"), help="the PNG to write (default: runs.png)")
     parser.add_argument("--labels", nargs="+", help="a name for each run, in order (default: the folder names)")
@@ -48,9 +53,10 @@ def main(argv: list[str] | None = None) -> Path:
         if not args.out.expanduser().resolve().parent.is_dir():
             raise PlotError(f"--out {args.out}: the folder {args.out.parent} does not exist")
         runs = runs_of([f.expanduser() for f in args.runs], args.labels)
-        out = free_name(args.out.expanduser())
+        wanted = args.out.expanduser()
+        out = free_name(wanted)
         plot_losses(runs, out, title=args.title or f"{len(runs)} run(s)")
-        print(f"wrote {out} ({len(runs)} run(s))" + (f"; {args.out} exists and was left as it was" if out != args.out
+        print(f"wrote {out} ({len(runs)} run(s))" + (f"; {wanted} exists and was left as it was" if out != wanted
                                                       else ""))
     return out
 

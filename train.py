@@ -147,6 +147,9 @@ class TrainConfig:
                   "orthogonalises whole matrices and FSDP shards them; use DDP (fsdp=false) or optim.name=adamw")])
 
 
+# data.* keys a resume may change: where the prepared data lives, and how it is prepared; not which data
+RESUMABLE_DATA_KEYS = ("data.root", "data.workers")
+
 # Settings about this command rather than the run: a resumed run never takes them from its checkpoint.
 PER_COMMAND = ("resume", "stop_step", "out_dir", "threads")
 
@@ -320,6 +323,9 @@ def resumed_config(cfg: TrainConfig, overrides: Sequence[str], saved: dict) -> T
         if key in groups("train"):
             raise TrainError(f"resume continues with the checkpoint's config; '{override.input_line}' switches a "
                              "config group. Override single keys instead (e.g. max_steps=8000)")
+        if key.startswith("data.") and key not in RESUMABLE_DATA_KEYS:
+            raise TrainError(f"resume continues on the data the run trained on; '{override.input_line}' would change "
+                             "it. Train on other data in a new run (init_from= takes a Hugging Face folder's weights)")
         if not override.is_delete():
             OmegaConf.update(resumed, key, OmegaConf.select(given, key), merge=False)
     for key in PER_COMMAND:
@@ -368,11 +374,17 @@ def prepare_data(cfg: DataConfig, procs: Processes, trained_on: Optional[dict] =
     if trained_on is None or not (data_dir / "meta.json").exists():
         procs.decide(lambda: prepare(cfg), on_each_machine=True)
     meta = load_meta(data_dir, cfg.tokenizer if has_source(cfg) else None)  # without a source: as prepared
-    if trained_on is not None and trained_on.get("fingerprint") not in (None, meta.get("fingerprint")):
+    if trained_on is not None and "shards" in trained_on and same_tokens(trained_on) != same_tokens(meta):
         raise TrainError(f"{data_dir} no longer holds the tokens this run trained on: it was prepared again since "
                          f"(from {meta.get('source')}, or with other data settings). Prepare the run's corpus under "
                          "its own data.name for new runs; this run cannot continue on other data")
     return data_dir, meta
+
+
+def same_tokens(meta: dict) -> tuple:
+    """What identifies a prepared dataset's tokens: each shard's size and sha256, and the tokenizer
+    (a re-preparation that gives the same tokens, e.g. after `touch`, keeps it)."""
+    return tuple(json.dumps(meta.get(k), sort_keys=True) for k in ("shards", "tokenizer", "chars", "tokenizer_json"))
 
 
 def batch_geometry(cfg: TrainConfig, procs: Processes) -> tuple[int, int]:
@@ -749,7 +761,7 @@ def hint_cpu_recipe(run: Run, meter: Meter) -> None:
     if run.state.step < run.end_step:
         seconds = eta(run, meter.seconds() / 2)
         run.log.info("At this speed the %d steps would take about %s. The CPU recipe trains a good model in "
-                     "about 80 seconds: python train.py experiment=shakespeare_char_cpu", run.cfg.max_steps,
+                     "about 80 seconds: python train.py experiment=shakespeare_char_cpu", run.end_step,
                      duration(seconds))
 
 
@@ -803,7 +815,7 @@ def save(run: Run, val_loss: Optional[float]) -> None:
     except OSError as e:
         raise TrainError(f"could not save {ckpt_dir / 'last.pt'} at step {loop.step}: {e.strerror or e}; the "
                          "previous checkpoint is intact. Free some space, then resume") from None
-    if val_loss is not None and val_loss <= loop.best_val_loss:
+    if val_loss is not None and loop.evals_since_best == 0:  # a better val loss than any before
         link_checkpoint(ckpt_dir / "last.pt", ckpt_dir / "best.pt")
 
 
@@ -826,7 +838,7 @@ def draw_losses(run: Run) -> None:
 def out_of_patience(run: Run) -> bool:
     """With patience=N: whether the last N evaluations all failed to improve the val loss (then say so)."""
     n = run.cfg.patience
-    if n is None or run.state.evals_since_best < n:
+    if n is None or run.state.evals_since_best < n or run.state.step >= run.end_step:
         return False
     run.log.info("val loss has not improved for %d evaluations (patience=%d): stopping early at step %d. "
                  "checkpoints/best.pt holds the best (val %.4f)", run.state.evals_since_best, n, run.state.step,

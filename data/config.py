@@ -35,6 +35,8 @@ class DataConfig:
     shard_tokens: int = 100_000_000  # tokens per .bin shard (200 MB in uint16)
 
     def __post_init__(self):
+        require([(self.path is None or bool(str(self.path).strip()), "data.path is empty: give a text file or a "
+                   "folder of .txt/.jsonl/.parquet files")])
         if self.name is None and self.path is not None:
             self.name = corpus_name(self.path, self.tokenizer)
         require([(self.name is not None, "your own text needs data.path=FILE_OR_FOLDER, or data.name=NAME of a "
@@ -60,10 +62,10 @@ def corpus_name(path: str, tokenizer: str) -> str:
     """The folder an own corpus prepares into when data.name is not given: the file's name without its
     suffix (or the folder's name), then the tokenizer. `python -m data.prepare data=text data.path=~/War and
     Peace.txt` prepares data/War_and_Peace_char; with data.tokenizer=hf:models/SmolLM2-135M, War_and_Peace_hf_SmolLM2-135M."""
-    source = Path(path).expanduser()
-    stem = source.stem if source.suffix in (".txt", ".jsonl", ".parquet", ".md", ".text") else source.name
+    source = Path(path).expanduser().resolve()
+    stem = source.stem if source.suffix.lower() in (".txt", ".jsonl", ".parquet", ".md", ".text") else source.name
     kind = f"hf_{folder_name(Path(tokenizer[3:].rstrip('/')).name)}" if tokenizer.startswith("hf:") else tokenizer
-    return f"{folder_name(stem) or 'text'}_{kind}"
+    return f"{folder_name(stem).lstrip('.') or 'text'}_{kind}"  # never a hidden folder
 
 
 def tokenizer_kind(tokenizer: str) -> str:

@@ -11,15 +11,25 @@ DPI = 100
 INCHES_PER_TOKEN = 0.13  # about 13 pixels per token: room for a 6-point label on each row and column
 
 
+NEEDED = {"train": ("step", "loss", "elapsed_s"), "eval": ("step", "val_loss", "elapsed_s")}
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
-    """metrics.jsonl of a run folder: one entry per log line ("train") and evaluation ("eval")."""
-    entries = []
-    for line in (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+    """The entries of a run folder's metrics.jsonl that a picture can use, in order: one per log line
+    ("train") and evaluation ("eval"). A line cut short by a kill, or damaged, is skipped; after a
+    resume from an earlier checkpoint a step logged twice keeps its later entry, as in training."""
+    text = (Path(run_dir) / "metrics.jsonl").read_bytes().decode("utf-8", errors="replace")
+    latest = {}
+    for line in text.splitlines():
         try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by a kill: the rest is still a picture
+            entry = json.loads(line)
+        except json.JSONDecodeError:
             continue
-    return entries
+        if isinstance(entry, dict) and all(isinstance(entry.get(k), (int, float)) for k in NEEDED.get(
+                entry.get("kind"), ("-",))):
+            latest.pop((entry["kind"], entry["step"]), None)  # re-inserted: the order of the later entry
+            latest[(entry["kind"], entry["step"])] = entry
+    return sorted(latest.values(), key=lambda e: (e["kind"], e["step"]))
 
 
 def plot_losses(runs: list[tuple[str, list[dict]]], path: str | Path, title: str = "") -> list[dict]:

@@ -26,7 +26,9 @@ def find_tinyshakespeare() -> Path:
     seed = SHARED / "data/tinyshakespeare/input.txt"
     if not dest.exists() and seed.is_file():
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(seed, dest)
+        partial = dest.with_name(f".{dest.name}.seeding-{os.getpid()}")
+        shutil.copy(seed, partial)
+        os.replace(partial, dest)  # whole or not at all: a copy cut short never sits at dest
     try:
         return download(DataConfig().url, dest, DataConfig().sha256)  # checks the sha256 of what is there
     except DataError as e:

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from model.attention import rope_tables
 from model.gpt import GPT, GPTConfig
 from tests.helpers import REPO
 from tests.helpers import tiny_model as tiny
@@ -252,8 +253,16 @@ def test_finer_dropout_keys_set_one_place_each():
     m = tiny(dropout=0.2, attn_dropout=0.0, emb_dropout=0.1)
     assert m.emb_dropout.p == 0.1 and all(b.attn.dropout == 0.0 and b.dropout.p == 0.2 for b in m.blocks)
     x = torch.randint(0, 65, (2, 16))
-    only_residual = tiny(dropout=0.0, attn_dropout=0.0, emb_dropout=0.0).train()
-    with torch.no_grad():  # every place off: training mode gives the eval output exactly
-        torch.testing.assert_close(only_residual(x)[0], only_residual.eval()(x)[0], rtol=0, atol=0)
+    residual_only = tiny(dropout=0.3, attn_dropout=0.0, emb_dropout=0.0).train()
+    attention_only = tiny(dropout=0.0, attn_dropout=0.5).train()
+    block, attn_block = residual_only.blocks[0], attention_only.blocks[0]
+    h = torch.randn(2, 16, 64)
+    cos, sin = rope_tables(torch.arange(16), 16)
+    with torch.no_grad():
+        emb = residual_only.tok_emb(x)
+        assert torch.equal(residual_only.emb_dropout(emb), emb)  # emb_dropout=0: no mask in training
+        assert torch.equal(block.attn(h, cos, sin), block.attn.eval()(h, cos, sin))  # attn_dropout=0
+        assert not torch.equal(block(h, cos, sin), block(h, cos, sin))  # the residual branches still drop
+        assert not torch.equal(attn_block.attn(h, cos, sin), attn_block.attn.eval()(h, cos, sin))
     with pytest.raises(ValueError, match=r"attn_dropout=1.0 must be in \[0, 1\)"):
         GPTConfig(vocab_size=65, attn_dropout=1.0)

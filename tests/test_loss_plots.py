@@ -73,6 +73,8 @@ def test_plot_py_overlays_runs_and_never_overwrites_a_picture(two_runs, tmp_path
 
 
 @pytest.mark.parametrize("args,message", [(["nowhere"], "nowhere is not a run folder of train.py"),
+                                          ([], "the following arguments are required: RUN"),
+                                          (["RUN", "--bogus"], "unrecognized arguments: --bogus"),
                                           (["RUN", "--labels", "a", "b"], "--labels has 2 names for 1 runs"),
                                           (["RUN", "--out", "x.jpg"], "--out x.jpg: give a .png path"),
                                           (["RUN", "--out", "no/such/dir/x.png"], "the folder no/such/dir does not")])
@@ -85,7 +87,9 @@ def test_plot_py_bad_input_is_one_line_and_exit_2(two_runs, tmp_path, capsys, mo
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_line_cut_short_by_a_kill_is_skipped(tmp_path):
-    lines = [json.dumps({"kind": "train", "step": 1, "loss": 4.0, "elapsed_s": 1.0}), '{"kind": "eval", "st']
-    (tmp_path / "metrics.jsonl").write_text("\n".join(lines))
-    assert read_metrics(tmp_path) == [{"kind": "train", "step": 1, "loss": 4.0, "elapsed_s": 1.0}]
+def test_damaged_lines_are_skipped_and_a_step_logged_twice_keeps_its_later_entry(tmp_path):
+    entry = lambda step, loss: {"kind": "train", "step": step, "loss": loss, "elapsed_s": 1.0}  # noqa: E731
+    lines = [json.dumps(entry(1, 4.0)), json.dumps(entry(2, 3.9)), '{"kind": "eval", "st', "[1, 2]",
+             json.dumps({"kind": "train", "step": 3}), json.dumps(entry(2, 3.5))]  # resumed from step 1
+    (tmp_path / "metrics.jsonl").write_bytes("\n".join(lines).encode() + b"\n\xff\xfe not utf-8\n")
+    assert read_metrics(tmp_path) == [entry(1, 4.0), entry(2, 3.5)]

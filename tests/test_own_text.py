@@ -1,6 +1,7 @@
 """Training on your own text, through the real commands: each corpus in its own folder, found again by
 name, and a run that resumes on exactly the tokens it trained on, or refuses. Nothing is overwritten."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -31,11 +32,20 @@ def train(*overrides: str):
                                                  ("~/War and Peace.txt", "gpt2", "War_and_Peace_gpt2"),
                                                  ("corpus/", "char", "corpus_char"),
                                                  ("notes.v2.md", "hf:models/SmolLM2-135M/", "notes.v2_hf_SmolLM2-135M"),
-                                                 ("shards.jsonl", "char", "shards_char")])
+                                                 ("shards.jsonl", "char", "shards_char"),
+                                                 ("Book.TXT", "char", "Book_char"),
+                                                 (".hidden.txt", "char", "hidden_char"),  # never a hidden folder
+                                                 ("/", "char", "text_char")])
 def test_an_own_corpus_is_named_after_its_file_and_tokenizer(path, tokenizer, name):
     assert corpus_name(path, tokenizer) == name
     assert DataConfig(name=None, path=path, tokenizer=tokenizer).name == name
     assert DataConfig(name="mine", path=path, tokenizer=tokenizer).name == "mine"  # data.name wins
+
+
+def test_dot_dot_is_named_after_the_folder_it_means(tmp_path, monkeypatch):
+    (tmp_path / "inner").mkdir()
+    monkeypatch.chdir(tmp_path / "inner")
+    assert corpus_name("..", "gpt2") == f"{tmp_path.name}_gpt2"
 
 
 def test_two_texts_prepare_into_two_folders_and_neither_is_overwritten(tmp_path):
@@ -83,6 +93,20 @@ def test_a_run_resumes_on_the_tokens_it_trained_on_or_refuses(tmp_path):
     book.rename(tmp_path / "away.txt")  # resume finds the prepared tokens under the run's data.name
     r = train(f"resume={run}", "stop_step=3")
     assert r.returncode == 0, r.stderr
+
+    # the same text prepared again (touched: a new modification time, the same tokens): the run goes on
+    (tmp_path / "away.txt").rename(book)
+    os.utime(book, (1, 1))
+    r = prepare("data=text", f"data.path={book}", f"data.root={root}")
+    assert r.returncode == 0 and "preparing it again" in r.stdout, r.stdout
+    r = train(f"resume={run}", "stop_step=4")
+    assert r.returncode == 0, r.stderr
+
+    # another text named on the command line of a resume: refused, the run continues on its own data only
+    before = fingerprint(run)
+    r = train(f"resume={run}", f"data.path={tmp_path / 'other.txt'}")
+    assert r.returncode == 2 and "resume continues on the data the run trained on; 'data.path=" in r.stderr
+    assert fingerprint(run) == before
 
     # the text is edited and prepared again under the same name: the run refuses rather than mix data
     write(book, "Completely different words now, a new version of the book.\n" * 40)
