@@ -107,7 +107,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)  # configs/data/
     optim: OptimConfig = field(default_factory=OptimConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
-    max_steps: int = 5000  # optimizer steps; the learning-rate schedule ends here
+    max_steps: int = 2500  # optimizer steps; the learning-rate schedule ends here
     stop_step: Optional[int] = None  # stop (with a checkpoint) at this step, to continue later with resume=
     batch_size: int = 64  # sequences per optimizer step, across all processes and micro-batches
     micro_batch_size: Optional[int] = None  # sequences per forward pass; None: batch_size / processes

@@ -256,7 +256,7 @@ def test_any_text_survives_hydra_s_grammar_as_a_free_text_setting():
 def test_help_lists_each_command_s_own_settings_with_the_values_a_bare_command_runs_with(capsys):
     train_command.main(["--help"])
     out = capsys.readouterr().out
-    assert "model.n_layer=6" in out and "max_steps=5000" in out  # the GPU recipe: model=small's 6 layers
+    assert "model.n_layer=6" in out and "max_steps=2500" in out  # the GPU recipe: model=small's 6 layers
     assert "model: gpt2, mini, small, tiny (default: small)" in out
     sample_command.main(["--help"])
     out = capsys.readouterr().out

@@ -67,7 +67,7 @@ def test_every_config_composes():
 
 def test_a_bare_run_is_the_gpu_recipe():
     cfg = compose_config([])
-    assert (cfg.model.n_layer, cfg.model.n_embd, cfg.batch_size, cfg.max_steps) == (6, 384, 64, 5000)
+    assert (cfg.model.n_layer, cfg.model.n_embd, cfg.batch_size, cfg.max_steps) == (6, 384, 64, 2500)
     assert cfg.data.name == "shakespeare_char"
 
 
