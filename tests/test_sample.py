@@ -3,6 +3,7 @@
 import dataclasses
 import io
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -202,6 +203,25 @@ def test_streamed_and_returned_text_are_identical_for_any_stop_string(ckpt, stop
     _, streamed, _ = run(ckpt, *args, stream=True)
     _, printed, _ = run(ckpt, *args, stream=False)
     assert streamed == printed
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_streamed_equals_printed_for_stop_strings_of_length_1_to_8_taken_from_random_samples(ckpt, seed):
+    """Random texts (sampled at temperature 1.5); for each length 1-8 a stop string cut from the text (so it
+    occurs) and one that starts like it but does not: the stream prints exactly what is returned."""
+    texts, _, _ = run(ckpt, "prompt=", "temperature=1.5", "max_new_tokens=60", f"seed={seed}")
+    rng = random.Random(seed)
+    for length in range(1, 9):
+        start = rng.randrange(0, len(texts[0]) - length)
+        cut = texts[0][start : start + length]
+        for stop in (cut, cut[:-1] + "\t"):  # \t never occurs: the vocabulary has no tab
+            args = ["prompt=", "temperature=1.5", "max_new_tokens=60", f"seed={seed}",
+                    f"stop='{stop.replace(chr(92), chr(92) * 2).replace(chr(10), chr(92) + 'n')}'"]
+            streamed_texts, streamed, _ = run(ckpt, *args, stream=True)
+            printed_texts, printed, _ = run(ckpt, *args, stream=False)
+            assert streamed == printed and streamed_texts == printed_texts, (stop, streamed, printed)
+            if stop == cut:  # the same random text, ended before the stop string's first occurrence
+                assert len(printed_texts[0]) <= start and texts[0].startswith(printed_texts[0])
 
 
 def test_a_prompt_longer_than_the_context_keeps_its_last_block_size_tokens(ckpt):

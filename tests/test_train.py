@@ -368,6 +368,18 @@ def test_runs_started_in_the_same_second_get_their_own_folders(data_root, tmp_pa
                                                                                        "03-04-05-2"]
 
 
+@pytest.mark.slow
+def test_a_command_naming_an_existing_run_folder_changes_no_byte_of_it(data_root, tmp_path):
+    """Through the real command line: out_dir= and hydra.run.dir= pointing at a run, without resume=."""
+    run = tmp_path / "run"
+    assert run_train(*TINY, f"data.root={data_root}", "max_steps=2", f"out_dir={run}").returncode == 0
+    before = fingerprint(run)
+    for args in ([f"out_dir={run}"], [f"hydra.run.dir={run}"]):
+        r = run_train(*TINY, f"data.root={data_root}", "max_steps=2", *args)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+        assert fingerprint(run) == before
+
+
 def test_hydra_run_dir_is_refused_with_the_key_to_use(data_root, tmp_path):
     r = run_train(*TINY, f"data.root={data_root}", f"hydra.run.dir={tmp_path}/run")
     assert r.returncode == 2 and "ropegpt sets no Hydra options (train.py's run folder is out_dir=)" in r.stderr
