@@ -9,6 +9,7 @@ evaluation, so a run still training can be drawn). Runs are labelled by their fo
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 from runtime.errors import UserError, exit_on_user_error, fail
@@ -20,8 +21,11 @@ class PlotError(UserError):
 
 
 def runs_of(folders: list[Path], labels: list[str] | None) -> list[tuple[str, list[dict]]]:
+    """(label, metrics) of each run folder. A run that has not logged a step yet (just started) is left
+    out with a note on stderr, so `plot.py outputs/*/*` works while a run starts."""
     if labels is not None and len(labels) != len(folders):
         raise PlotError(f"--labels has {len(labels)} names for {len(folders)} runs: give one per run")
+    unique_names = len({f.name for f in folders}) == len(folders)
     runs = []
     for i, folder in enumerate(folders):
         if not (folder / "metrics.jsonl").is_file():
@@ -29,9 +33,11 @@ def runs_of(folders: list[Path], labels: list[str] | None) -> list[tuple[str, li
                             "like outputs/DATE/TIME")
         entries = read_metrics(folder)
         if not entries:
-            raise PlotError(f"{folder}/metrics.jsonl is empty: the run has not logged a step yet")
-        runs.append((labels[i] if labels else folder.name if len(folders) == 1 or
-                     len({f.name for f in folders}) == len(folders) else str(folder), entries))
+            print(f"note: {folder} has not logged a step yet: left out", file=sys.stderr)
+            continue
+        runs.append((labels[i] if labels else folder.name if unique_names else str(folder), entries))
+    if not runs:
+        raise PlotError("none of the runs has logged a step yet: nothing to draw")
     return runs
 
 

@@ -34,7 +34,8 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def plot_losses(runs: list[tuple[str, list[dict]]], path: str | Path, title: str = "") -> list[dict]:
     """Save loss curves of one or more runs as a PNG: loss against steps (left) and against time
-    (right); the training loss as a thin line, the validation loss as dots joined, one colour per run.
+    (right); the training loss as a thin line, the validation loss as dots joined, one colour per run
+    (ten colours, then the same ten with dashed and dotted lines).
     runs: (label, metrics.jsonl entries) pairs. Returns, per run, the (step, loss) points drawn of each
     curve, so they can be checked."""
     import matplotlib
@@ -49,12 +50,13 @@ def plot_losses(runs: list[tuple[str, list[dict]]], path: str | Path, title: str
         evals = [e for e in entries if e.get("kind") == "eval"]
         drawn.append({"train": [(e["step"], e["loss"]) for e in train],
                       "val": [(e["step"], e["val_loss"]) for e in evals]})
+        colour, line = colours(i % 10), ("-", "--", ":")[i // 10 % 3]
         for ax, x in zip(axes, ("step", "elapsed_s")):
             scale = 60.0 if x == "elapsed_s" else 1.0
-            ax.plot([e[x] / scale for e in train], [e["loss"] for e in train], lw=0.8, alpha=0.6,
-                    color=colours(i % 10), label=f"{label}: train")
-            ax.plot([e[x] / scale for e in evals], [e["val_loss"] for e in evals], "o-", ms=3, lw=1.5,
-                    color=colours(i % 10), label=f"{label}: val" + (f" (last {evals[-1]['val_loss']:.4f})"
+            ax.plot([e[x] / scale for e in train], [e["loss"] for e in train], lw=0.8, alpha=0.6, ls=line,
+                    color=colour, label=f"{label}: train")
+            ax.plot([e[x] / scale for e in evals], [e["val_loss"] for e in evals], marker="o", ms=3, lw=1.5,
+                    ls=line, color=colour, label=f"{label}: val" + (f" (last {evals[-1]['val_loss']:.4f})"
                                                                      if evals else ""))
     axes[0].set_xlabel("step")
     axes[1].set_xlabel("minutes since the run started (resumed runs: their commands added up)")

@@ -1,6 +1,7 @@
 """A picture of every run: loss.png in the run folder, and plot.py overlaying runs (runtime/plots.py)."""
 
 import json
+from pathlib import Path
 
 import matplotlib.image
 import pytest
@@ -70,6 +71,37 @@ def test_plot_py_overlays_runs_and_never_overwrites_a_picture(two_runs, tmp_path
     r = run_command(str(REPO / "plot.py"), *map(str, two_runs), "--out", str(out), "--labels", "a", "b", timeout=120)
     assert r.returncode == 0 and f"wrote {tmp_path / 'compare-1.png'}" in r.stdout
     assert {k: v for k, v in fingerprint(tmp_path).items() if k in before} == before  # compare.png untouched
+
+
+def test_a_run_that_has_not_logged_yet_is_left_out_with_a_note(two_runs, tmp_path, capsys, monkeypatch):
+    starting = tmp_path / "starting"
+    starting.mkdir()
+    (starting / "metrics.jsonl").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert plot_command.main([str(two_runs[0]), str(starting)]) == Path("runs.png")
+    assert (tmp_path / "runs.png").is_file()
+    assert f"note: {starting} has not logged a step yet: left out" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        plot_command.main([str(starting)])
+    assert e.value.code == 2 and "none of the runs has logged a step yet" in capsys.readouterr().err
+
+
+def test_more_runs_than_colours_get_other_line_styles(two_runs, tmp_path):
+    import matplotlib.pyplot as plt
+
+    entries = read_metrics(two_runs[0])
+    seen = []
+    real_savefig = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        seen.extend((line.get_color(), line.get_linestyle()) for line in fig.axes[0].get_lines())
+        return real_savefig(fig, *args, **kwargs)
+    plt.Figure.savefig = spy
+    try:
+        plot_losses([(str(i), entries) for i in range(12)], tmp_path / "many.png")
+    finally:
+        plt.Figure.savefig = real_savefig
+    assert len(set(seen)) == 12  # each run's two curves share a (colour, style); no two runs do
 
 
 @pytest.mark.parametrize("args,message", [(["nowhere"], "nowhere is not a run folder of train.py"),
