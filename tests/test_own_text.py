@@ -76,12 +76,20 @@ def test_a_prepared_corpus_is_found_again_by_name_without_its_path(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "prepared before from" in r.stdout and "data: book_char" in r.stdout
 
+    gpt2 = write(tmp_path / "notes.txt", "Buy milk. Call Alice. Fix the bike.\n" * 40)
+    assert prepare("data=text", f"data.path={gpt2}", "data.tokenizer=gpt2", f"data.root={root}").returncode == 0
+    r = train("data=text", "data.name=notes_gpt2", f"data.root={root}", "max_steps=1", "batch_size=1",
+              "model.block_size=8", f"out_dir={tmp_path}/run3")
+    assert r.returncode == 0, r.stderr
+    saved = (tmp_path / "run3/config.yaml").read_text()  # the tokenizer the corpus was made with, not char
+    assert "tokenizer: gpt2" in saved and "name: notes_gpt2" in saved
+
     for args, message in [(["data.name=nobook"], "data.name=nobook is not prepared yet under "),
                           ([], "error: your own text needs data.path=FILE_OR_FOLDER, or data.name=NAME")]:
         r = train("data=text", *args, f"data.root={root}", "max_steps=2", f"out_dir={tmp_path}/run2")
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
         assert not (tmp_path / "run2").exists()
-    assert "(prepared: book_char)" in train("data=text", "data.name=nobook", f"data.root={root}").stderr
+    assert "(prepared: book_char, notes_gpt2)" in train("data=text", "data.name=nobook", f"data.root={root}").stderr
 
 
 def test_a_run_resumes_on_the_tokens_it_trained_on_or_refuses(tmp_path):
