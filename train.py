@@ -584,7 +584,8 @@ def setup(cfg: TrainConfig, overrides: Sequence[str] = ()) -> Run:
             imported = imported_model(cfg, overrides)  # checked before preparing data: a typo costs nothing
         data_dir, meta = prepare_data(cfg.data, procs, trained_on=checkpoint["data_meta"] if checkpoint else None)
         if not has_source(cfg.data):  # found by data.name alone: its config says the tokenizer it was made with
-            made_with = "hf:" + meta["tokenizer_source"] if meta.get("tokenizer") == "hf" else meta.get("tokenizer")
+            kind, source = meta.get("tokenizer"), meta.get("tokenizer_source")
+            made_with = kind if kind in ("char", "gpt2") else f"hf:{source}" if kind == "hf" and source else None
             cfg = replace(cfg, data=replace(cfg.data, tokenizer=made_with or cfg.data.tokenizer))
         if imported is not None:
             check_tokenizer(cfg, meta)
