@@ -31,6 +31,7 @@ from bench.vs_nanogpt import NANOGPT_EVAL, timed_evals
 from data.config import DataConfig, data_root
 from data.download import download
 from runtime.errors import UserError, exit_on_user_error
+from runtime.plots import read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,7 +72,7 @@ def run_variant(name: str, args, corpus: Path, folder: Path) -> dict:
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if r.returncode != 0:
         raise UserError(f"variant {name} failed: {r.stderr.strip().splitlines()[-1:]}")
-    evals = [e for e in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if e["kind"] == "eval"]
+    evals = [e for e in read_metrics(out) if e["kind"] == "eval"]
     best = min(evals, key=lambda e: e["val_loss"])
     last = evals[-1]
     return {"name": name, "what": what, "steps": steps, "best": best["val_loss"], "best_step": best["step"],

@@ -157,6 +157,12 @@ def fingerprint(cfg: DataConfig, files: list[Path]) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
+def check_shards(out_dir: Path, meta: dict) -> None:
+    """Every shard meta.json lists is there with its size: matching meta but broken files say so."""
+    for split in ("train", "val"):
+        split_shards(out_dir, split, meta)
+
+
 def has_source(cfg: DataConfig) -> bool:
     return bool(cfg.hf_dataset or cfg.path or cfg.url)
 
@@ -184,8 +190,7 @@ def already_prepared(cfg: DataConfig, out_dir: Path, digest: str) -> bool:
         raise DataError(f"{out_dir} holds another corpus, prepared from {theirs}: give {source_of(cfg)} its own "
                         f"name with data.name=NAME (nothing there was changed)")
     if meta.get("fingerprint") == digest and meta.get("format_version") == FORMAT_VERSION:
-        for split in ("train", "val"):
-            split_shards(out_dir, split, meta)  # matching meta but broken files: say so, don't hide it
+        check_shards(out_dir, meta)
         log.info("%s is prepared already: %s", out_dir, summary(meta))
         return True
     log.info("%s was prepared from an older version of %s or with other settings: preparing it again", out_dir,
@@ -200,8 +205,7 @@ def prepared_before(cfg: DataConfig, out_dir: Path) -> Path:
         raise DataError(f"data.name={cfg.name} is not prepared yet under {out_dir.parent}: prepare it once with "
                         f"data.path=FILE_OR_FOLDER" + (f" (prepared: {', '.join(known)})" if known else ""))
     meta = load_meta(out_dir)
-    for split in ("train", "val"):
-        split_shards(out_dir, split, meta)
+    check_shards(out_dir, meta)
     log.info("%s: prepared before from %s: %s", out_dir, meta.get("source"), summary(meta))
     return out_dir
 
