@@ -102,4 +102,4 @@ def test_adamw_uses_the_fused_kernel_on_the_cpu_as_on_cuda():
 
     optimizer = build_optimizer(tiny_model(), OptimConfig(), torch.device("cpu"))
     assert optimizer.defaults["fused"] is True
-    assert "cuda" in train_module.fused_adamw_devices() and "cpu" in train_module.fused_adamw_devices()
+    assert "cuda" in train_module.devices.fused_adamw_devices() and "cpu" in train_module.devices.fused_adamw_devices()

@@ -7,7 +7,7 @@ import matplotlib.image
 import pytest
 
 import plot as plot_command
-import train as train_module
+from training import validator
 from runtime.config import compose
 from runtime.plots import plot_losses, read_metrics
 from tests.conftest import copy_tinyshakespeare
@@ -45,15 +45,15 @@ def test_each_run_folder_has_a_loss_picture_of_what_metrics_jsonl_holds(two_runs
 
 def test_the_picture_is_redrawn_at_each_evaluation_and_never_stops_a_run(data_root, tmp_path, monkeypatch):
     calls = []
-    real = train_module.plot_losses
-    monkeypatch.setattr(train_module, "plot_losses", lambda runs, path, title: (calls.append(len(runs[0][1])),
+    real = validator.plot_losses
+    monkeypatch.setattr(validator, "plot_losses", lambda runs, path, title: (calls.append(len(runs[0][1])),
                                                                                  real(runs, path, title)))
     tiny_run(data_root, tmp_path / "a", "max_steps=6")
     assert len(calls) == 2 and calls[0] < calls[1]  # at steps 3 and 6, each time with the entries so far
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
-    monkeypatch.setattr(train_module, "plot_losses", broken)
+    monkeypatch.setattr(validator, "plot_losses", broken)
     summary = tiny_run(data_root, tmp_path / "b", "max_steps=3")
     assert summary["step"] == 3 and not (tmp_path / "b/loss.png").exists()
     assert "warning: could not draw loss.png (disk full)" in (tmp_path / "b/train.log").read_text()

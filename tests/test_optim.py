@@ -103,6 +103,7 @@ def test_muon_under_ddp_on_two_processes_equals_one_process_on_the_whole_batch(t
     torch.save((x, y), out + ".batch")
     mp.spawn(_ddp_muon_worker, args=(2, free_port(), out), nprocs=2, join=True)
     single = tiny_model().train()
+    start = {k: v.clone() for k, v in single.state_dict().items()}
     optimizer = build_optimizer(single, OptimConfig(name="muon"), torch.device("cpu"))
     for _ in range(3):
         forward_backward(single, [(x, y)], nullcontext)
@@ -110,10 +111,12 @@ def test_muon_under_ddp_on_two_processes_equals_one_process_on_the_whole_batch(t
         optimizer.zero_grad()
     ranks = [torch.load(f"{out}.{rank}") for rank in (0, 1)]
     assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])  # both processes took the same steps
-    # and the steps of one process on the whole batch: Muon orthogonalises in bf16, so gradients equal to
-    # ~1e-7 give updates equal to bf16's precision (observed up to 2e-4 after 3 steps of lr 0.02)
+    # and the steps of one process on the whole batch: Muon orthogonalises in bf16 (8 bits of mantissa), so
+    # gradients equal to ~1e-7 give updates equal only to a few percent after 5 Newton-Schulz iterations and
+    # 3 steps (observed: at most 4.2%, W_O; one process's half batch alone moves each matrix elsewhere)
     for name, w in ranks[0].items():
-        torch.testing.assert_close(w, single.state_dict()[name], atol=1e-3, rtol=0)
+        moved = single.state_dict()[name] - start[name]
+        assert (w - start[name] - moved).norm() <= 0.1 * moved.norm(), name
 
 
 @pytest.mark.parametrize("first,then", [("adamw", "muon"), ("muon", "adamw")])

@@ -10,6 +10,8 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Optional
 
 import pytest
 import torch
@@ -17,13 +19,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import train as train_module
+from training import monitor, run_folder, validator
+from training.resume import resumed_config
+from training.state import LoopState
 from model.gpt import GPT, GPTConfig
 from runtime import checkpoint
 from runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from runtime.config import CONFIG_DIR, ConfigError, compose
 from runtime.parallel import shard, whole
 from tests.helpers import REPO, fingerprint, free_port, metrics, run_command, tiny_model, torchrun
-from train import TrainConfig, TrainError, build_optimizer, forward_backward, lr_at, resumed_config, train
+from train import TrainConfig, TrainError, build_optimizer, forward_backward, lr_at, train
 
 TINY = ["model=tiny", "batch_size=4", "eval_batches=2", "log_interval=1", "eval_interval=4", "progress=false",
         "compile=false"]
@@ -355,13 +360,13 @@ def test_a_new_run_never_writes_into_a_folder_that_holds_a_run(data_root, tmp_pa
 
 def test_runs_started_in_the_same_second_get_their_own_folders(data_root, tmp_path, monkeypatch):
     
-    class Frozen(train_module.datetime):
+    class Frozen(run_folder.datetime):
         @classmethod
         def now(cls, tz=None):
             return cls(2026, 1, 2, 3, 4, 5)
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(train_module, "datetime", Frozen)
+    monkeypatch.setattr(run_folder, "datetime", Frozen)
     for _ in range(3):
         train(tiny_config(data_root, "max_steps=1"))
     assert sorted(p.name for p in (tmp_path / "outputs" / "2026-01-02").iterdir()) == ["03-04-05", "03-04-05-1",
@@ -483,32 +488,35 @@ def test_wandb_without_an_api_key_is_one_line_before_anything_is_written(data_ro
 # ---------------------------------------------------------------------------------------------
 
 
+def fake_monitor(step: int = 0, end: int = 100, max_steps: Optional[int] = None, interval: int = 25,
+                 last_eval_s=None, log=None) -> monitor.Monitor:
+    """A Monitor of a run at `step` of `end`: 2 micro-batches per step, 30 batches per evaluation split."""
+    cfg = TrainConfig(max_steps=max_steps or end, eval_interval=interval, eval_batches=30)
+    state = SimpleNamespace(procs=None, device=torch.device("cpu"), loop=LoopState(step=step))
+    m = monitor.Monitor(cfg, None, state, log, end_step=end, accum_steps=2)
+    m.last_eval_s = last_eval_s
+    return m
+
+
 @pytest.mark.parametrize("max_steps,interval,step,end", [(5000, 250, 0, 5000), (5000, 250, 250, 5000),
                                                          (100, 30, 0, 100), (100, 30, 90, 100), (100, 30, 100, 100),
                                                          (100, 30, 10, 50), (7, 7, 3, 7), (10, 4, 0, 6)])
-def test_evals_left_counts_every_evaluation_still_to_come(max_steps, interval, step, end):
-    cfg = TrainConfig(max_steps=max_steps, eval_interval=interval)
-    due = [s for s in range(step + 1, end + 1) if s % interval == 0 or s == max_steps]  # the loop's eval_due
-    assert train_module.evals_left(cfg, step, end) == len(due)
-
-
-def fake_run(step: int = 0, end: int = 100, last_eval_s=None):
-    """What eta and notice_slowdown read of a Run: 2 micro-batches per step, evaluations every 25 steps."""
-    cfg = TrainConfig(max_steps=end, eval_interval=25, eval_batches=30)
-    return type("FakeRun", (), dict(cfg=cfg, state=train_module.LoopState(step=step), end_step=end, accum_steps=2,
-                                    last_eval_s=last_eval_s))()
+def test_the_eta_counts_every_evaluation_still_to_come(max_steps, interval, step, end):
+    due = [s for s in range(step + 1, end + 1) if s % interval == 0 or s == max_steps]  # the loop's evaluating
+    at_one_second_each = fake_monitor(step, end, max_steps, interval, last_eval_s=1.0)
+    assert at_one_second_each.eta(step_seconds=0.0) == len(due)
 
 
 def test_the_eta_counts_the_evaluations_measured_or_estimated():
     # 40 steps left at 0.5 s; evaluations at 75 and 100: each 12 s as measured, or before the first one
     # 2 splits x 30 batches at a third of a micro-batch's step (0.5 s / 2 micro-batches / 3) = 5 s
-    assert train_module.eta(fake_run(step=60, last_eval_s=12.0), 0.5) == pytest.approx(40 * 0.5 + 2 * 12.0)
-    assert train_module.eta(fake_run(step=60), 0.5) == pytest.approx(40 * 0.5 + 2 * 5.0)
-    assert train_module.eta(fake_run(step=100), 0.5) == 0
+    assert fake_monitor(step=60, last_eval_s=12.0).eta(0.5) == pytest.approx(40 * 0.5 + 2 * 12.0)
+    assert fake_monitor(step=60).eta(0.5) == pytest.approx(40 * 0.5 + 2 * 5.0)
+    assert fake_monitor(step=100).eta(0.5) == 0
 
 
 def test_a_run_announces_each_long_evaluation_with_its_expected_duration(data_root, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(train_module, "LONG_EVAL_S", 0.0)  # every evaluation counts as long
+    monkeypatch.setattr(validator, "LONG_EVAL_S", 0.0)  # every evaluation counts as long
     caplog.set_level("INFO")
     train(tiny_config(data_root, "max_steps=8", f"out_dir={tmp_path}/run"))
     lines = [r.getMessage() for r in caplog.records]
@@ -517,13 +525,11 @@ def test_a_run_announces_each_long_evaluation_with_its_expected_duration(data_ro
                                                                   "evaluating at step 8: 2 x 2 batches"]
 
 
-def test_a_collapse_in_speed_gives_one_hint_naming_threads(monkeypatch):
+def test_a_collapse_in_speed_gives_one_hint_naming_threads():
     said = []
-    run = fake_run()
-    run.device, run.log = torch.device("cpu"), type("L", (), {"warning": lambda self, m, *a: said.append(m % a)})()
-    meter = train_module.Meter()
+    m = fake_monitor(log=SimpleNamespace(warning=lambda msg, *a: said.append(msg % a)))
     for tok_s in (9000, 10000, 8000, 3500, 3000, 2000, 1000, 9000, 1000):  # ±20% is noise; 3x slower is not
-        train_module.notice_slowdown(run, meter, tok_s)
+        m.notice_slowdown(tok_s)
     assert len(said) == 1 and said[0].startswith("training slowed to 3,000 tok/s from 10,000 (3x)")
     assert "threads=N" in said[0]
 
@@ -547,7 +553,7 @@ def test_patience_stops_after_n_evaluations_without_improvement_and_resume_keeps
     # val losses by evaluation: better, better, worse, worse, (stop with patience=2)
     vals = iter([3.0, 2.0, 2.5, 2.1, 2.2])  # one per evaluation, every 2 steps
     losses = iter(x for v in vals for x in (0.0, v))  # evaluate() gives the train loss, then the val loss
-    monkeypatch.setattr(train_module, "evaluate", lambda *args, **kwargs: next(losses))
+    monkeypatch.setattr(validator, "evaluate", lambda *args, **kwargs: next(losses))
     caplog.set_level("INFO")
     summary = train(tiny_config(data_root, "max_steps=40", "eval_interval=2", "patience=2", f"out_dir={tmp_path}/r"))
     assert summary["step"] == 8 and summary["best_val_loss"] == 2.0
