@@ -16,6 +16,8 @@ in every process under torchrun, in tests and in benchmarks (`compose`). Then:
 
 HYDRA_FULL_ERROR changes nothing here: a user error is one line with or without it, and anything
 else (a bug) shows Python's full traceback either way.
+
+The file reads in the order it runs: `run_command` and `compose` first, then what compose calls.
 """
 
 import dataclasses
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from runtime.errors import UserError, exit_on_user_error
 
@@ -36,6 +39,65 @@ FREE_TEXT = {"free_text": True}  # field metadata: the value is taken verbatim f
 
 class ConfigError(UserError):
     """A setting that cannot be used. The message names the key and what it accepts."""
+
+
+def run_command(name: str, schema: type, task: Callable[[Any, list[str]], Any],
+                argv: Optional[Sequence[str]] = None) -> None:
+    """The entry point of a command: `--help`, `--cfg`, or compose configs/NAME.yaml with the command
+    line and run task(settings, args). A UserError anywhere becomes one line on stderr and exit 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    with exit_on_user_error():
+        if args[:1] in (["-h"], ["--help"]):
+            print(describe(name, schema))
+        elif args[:1] == ["--cfg"]:
+            print(OmegaConf.to_yaml(OmegaConf.structured(compose(name, schema, args[1:]))), end="")
+        else:
+            task(compose(name, schema, args), args)
+
+
+def compose(name: str, schema: type, args: Sequence[str] = ()) -> Any:
+    """The settings `python NAME.py *args` runs with, as an instance of schema, in four steps: (1) quote
+    free text for Hydra; (2) read each key=value with Hydra's parser and refuse what the schema and
+    configs/ lack; (3) Hydra's compose API: the schema, the YAML, the overrides; (4) the schema's checks."""
+    import hydra  # here, not at the top: a command that only imports this module loads no Hydra
+    from hydra.core.config_store import ConfigStore
+
+    free = {f.name for f in dataclasses.fields(schema) if f.metadata.get("free_text")}
+    args = [quote_for_hydra(a) if "=" in a and a.split("=", 1)[0] in free else a for a in args]  # (1)
+    command_groups = groups(name)
+    for o in parse_overrides(args):  # (2)
+        key = o.key_or_group
+        if key.split(".")[0] == "hydra":
+            raise ConfigError(f"{o.input_line}: ropegpt sets no Hydra options (train.py's run folder is out_dir=)")
+        if key in command_groups:
+            if not o.is_delete() and o.value() not in options(key):  # `~experiment` drops one
+                raise ConfigError(f"{o.input_line}: there is no configs/{key}/{o.value()}.yaml; choose one of "
+                                  f"{', '.join(options(key))}")
+        elif not o.is_add() and not any(k == key or k.startswith(f"{key}.") for k in schema_keys(schema)):
+            raise unknown_key(key, schema)  # a `+key=` addition is refused by to_schema, once composed
+    ConfigStore.instance().store(name=f"{name}_schema", node=schema)  # configs/NAME.yaml lists it first
+    try:
+        with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = hydra.compose(config_name=name, overrides=args)  # (3)
+    except (hydra.errors.HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(one_line(e)) from None
+    return to_schema(cfg, schema)  # (4)
+
+
+# ----------------------------------------------------------------------------------------------
+# What compose calls, in that order; then require (for schemas) and describe (for --help)
+# ----------------------------------------------------------------------------------------------
+
+
+def quote_for_hydra(item: str) -> str:
+    """key=text with text single-quoted, so that Hydra and OmegaConf read back exactly text.
+
+    Hydra unescapes backslashes only where they precede a quote or end the string, OmegaConf only where
+    they precede an interpolation `${`: double those runs, then escape the quotes and the `${`.
+    """
+    key, text = item.split("=", 1)
+    text = re.sub(r"\\+(?='|\Z|\$\{)", lambda m: m.group(0) * 2, text)
+    return f"{key}='" + text.replace("'", "\\'").replace("${", "\\${") + "'"
 
 
 def groups(name: str) -> dict[str, Any]:
@@ -49,20 +111,21 @@ def parse_overrides(overrides: Sequence[str]) -> list:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    parser = OverridesParser.create()
-    parsed = []
+    parser, parsed = OverridesParser.create(), []
     for item in overrides:
         try:
             parsed.append(parser.parse_override(item))
+            if not parsed[-1].key_or_group:  # `=5`: a value without a key is unreadable too
+                raise HydraException(item)
         except HydraException:
             raise ConfigError(f"cannot read the argument {item!r}: write key=value (e.g. max_steps=100), "
                               "quoting a value that holds spaces or commas") from None
     return parsed
 
 
-# ----------------------------------------------------------------------------------------------
-# The schema: its keys, its free-text fields, its checks
-# ----------------------------------------------------------------------------------------------
+def options(group: str) -> list[str]:
+    """The options of a config group: the YAML files in configs/GROUP/."""
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
 def schema_keys(schema: type, prefix: str = "") -> list[str]:
@@ -83,93 +146,6 @@ def unknown_key(key: str, schema: type) -> ConfigError:
     return ConfigError(f"unknown setting {key}: {hint}")
 
 
-def check_keys(node: Any, schema: type, prefix: str = "", root: type = None) -> None:
-    """Refuse keys the schema lacks (Hydra lets `+key=value` add them; they would do nothing)."""
-    fields = {f.name: f for f in dataclasses.fields(schema)}
-    for key in node:
-        if key not in fields:
-            raise unknown_key(f"{prefix}{key}", root or schema)  # suggestions come from the whole schema
-        nested = fields[key].default_factory
-        if dataclasses.is_dataclass(nested):
-            check_keys(node[key], nested, f"{prefix}{key}.", root or schema)
-
-
-def require(checks: list[tuple[bool, str]]) -> None:
-    """For a schema's __post_init__: raise ValueError("key=value must ...; ...") naming every failed check."""
-    problems = [message for ok, message in checks if not ok]
-    if problems:
-        raise ValueError("; ".join(problems))
-
-
-def free_text_keys(schema: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(schema) if f.metadata.get("free_text")}
-
-
-def quote_for_hydra(text: str) -> str:
-    """text as a single-quoted Hydra value that Hydra and OmegaConf read back as exactly text.
-
-    Hydra unescapes backslashes only where they precede a quote or end the string, OmegaConf only where
-    they precede an interpolation `${`: double those runs, then escape the quotes and the `${`.
-    """
-    text = re.sub(r"\\+(?='|\Z|\$\{)", lambda m: m.group(0) * 2, text)
-    return "'" + text.replace("'", "\\'").replace("${", "\\${") + "'"
-
-
-def to_schema(cfg: Any, schema: type, prefix: str = "", root: type = None) -> Any:
-    """A composed DictConfig as an instance of its schema (nested dataclasses all the way down).
-
-    Each schema checks its values in __post_init__ and raises ValueError("key=value must ..."): that
-    becomes a ConfigError whose keys carry their group (model.n_head=0 ...), checked inner groups first.
-    """
-    check_keys(cfg, schema, prefix, root)
-    for f in dataclasses.fields(schema):
-        if dataclasses.is_dataclass(f.default_factory):
-            to_schema(cfg[f.name], f.default_factory, f"{prefix}{f.name}.", root or schema)
-    try:
-        return OmegaConf.to_object(cfg)
-    except ValueError as e:
-        raise ConfigError(re.sub(r"(^|; )(\w+)=", rf"\g<1>{prefix}\g<2>=", str(e))) from None
-
-
-# ----------------------------------------------------------------------------------------------
-# Composing and running a command
-# ----------------------------------------------------------------------------------------------
-
-
-def compose(name: str, schema: type, args: Sequence[str] = ()) -> Any:
-    """The settings `python NAME.py *args` runs with, as an instance of schema."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.config_store import ConfigStore
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    free, command_groups = free_text_keys(schema), groups(name)
-    args = [f"{a.split('=', 1)[0]}={quote_for_hydra(a.split('=', 1)[1])}" if a.split("=", 1)[0] in free and "=" in a
-            else a for a in args]
-    for o in parse_overrides(args):
-        key = o.key_or_group.lstrip("+~")
-        if not key:
-            raise ConfigError(f"cannot read the argument {o.input_line!r}: write key=value (e.g. max_steps=100)")
-        if key.startswith("hydra.") or key == "hydra":
-            raise ConfigError(f"{o.input_line}: ropegpt sets no Hydra options (train.py's run folder is out_dir=)")
-        if key in command_groups:
-            options = sorted(p.stem for p in (CONFIG_DIR / key).glob("*.yaml"))
-            if o.value() is not None and o.value() not in options:
-                raise ConfigError(f"{o.input_line}: there is no configs/{key}/{o.value()}.yaml; choose one of "
-                                  f"{', '.join(options)}")
-        elif not o.is_add() and key not in schema_keys(schema) and \
-                not any(k.startswith(key + ".") for k in schema_keys(schema)):
-            raise unknown_key(key, schema)
-    ConfigStore.instance().store(name=f"{name}_schema", node=schema)  # configs/NAME.yaml lists it first
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = hydra_compose(config_name=name, overrides=list(args))
-    except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(one_line(e)) from None
-    return to_schema(cfg, schema)
-
-
 def one_line(e: BaseException) -> str:
     """Hydra's composition error and its cause, as one line: 'Error merging override optim.lr=abc: Value
     'abc' of type 'str' could not be converted to Float'."""
@@ -185,6 +161,33 @@ def one_line(e: BaseException) -> str:
             parts.append(text)
         e = e.__cause__
     return ": ".join(parts)
+
+
+def to_schema(cfg: Any, schema: type, prefix: str = "", root: type = None) -> Any:
+    """A composed DictConfig as an instance of its schema (nested dataclasses all the way down).
+
+    A key the schema lacks is refused (Hydra lets `+key=value` add one; it would do nothing). Each schema
+    checks its values in __post_init__ and raises ValueError("key=value must ..."): that becomes a
+    ConfigError whose keys carry their group (model.n_head=0 ...), checked inner groups first.
+    """
+    fields = {f.name: f.default_factory for f in dataclasses.fields(schema)}
+    for key in cfg:
+        if key not in fields:
+            raise unknown_key(f"{prefix}{key}", root or schema)  # suggestions come from the whole schema
+    for key, nested in fields.items():
+        if dataclasses.is_dataclass(nested):
+            to_schema(cfg[key], nested, f"{prefix}{key}.", root or schema)
+    try:
+        return OmegaConf.to_object(cfg)
+    except ValueError as e:
+        raise ConfigError(re.sub(r"(^|; )(\w+)=", rf"\g<1>{prefix}\g<2>=", str(e))) from None
+
+
+def require(checks: list[tuple[bool, str]]) -> None:
+    """For a schema's __post_init__: raise ValueError("key=value must ...; ...") naming every failed check."""
+    problems = [message for ok, message in checks if not ok]
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def describe(name: str, schema: type) -> str:
@@ -211,22 +214,6 @@ def describe(name: str, schema: type) -> str:
     walk(schema, "")
     if groups(name):
         lines += ["", "Config groups (group=option; the option's YAML sets several keys at once):"]
-        for group, default in groups(name).items():
-            options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
-            lines.append(f"  {group}: {', '.join(options)} (default: {default})")
+        lines += [f"  {group}: {', '.join(options(group))} (default: {default})"
+                  for group, default in groups(name).items()]
     return "\n".join(lines)
-
-
-def run_command(name: str, schema: type, task: Callable[[Any, list[str]], Any],
-                argv: Optional[Sequence[str]] = None) -> None:
-    """The entry point of a command: `--help`, `--cfg`, or compose configs/NAME.yaml with the command
-    line and run task(settings, args). A UserError anywhere becomes one line on stderr and exit 2."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in ("-h", "--help"):
-        print(describe(name, schema))
-        return
-    with exit_on_user_error():
-        if args and args[0] == "--cfg":
-            print(OmegaConf.to_yaml(OmegaConf.structured(compose(name, schema, args[1:]))), end="")
-            return
-        task(compose(name, schema, args), args)
