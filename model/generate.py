@@ -6,9 +6,11 @@ through the model alone, reading the cached keys and values of everything before
 token instead of recomputing the whole O(S^2) window. It is exact because of the causal mask
 (model/attention.py): a new token never changes what earlier positions computed.
 
-The rest is what sample.py builds on: sampling controls (temperature, top-k, top-p), several samples
-of one prompt from a single prefill (the caller says how many), and a window that slides once the text
-outgrows the model's context. Shape letters as in model/attention.py; V is the vocabulary size.
+`prefill` and `decode_one_token` are its two steps as functions of their own (as in gpt-fast), so that
+the decode step can be compiled alone. The rest is what sample.py builds on: sampling controls
+(temperature, top-k, top-p), several samples of one prompt from a single prefill (the caller says how
+many), and a window that slides once the text outgrows the model's context. Shape letters as in
+model/attention.py; V is the vocabulary size.
 """
 
 from typing import Iterator, Optional
@@ -16,12 +18,8 @@ from typing import Iterator, Optional
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from model.attention import KVCache
 from model.gpt import GPT
-
-# The attention kernels a one-token decode step may use: any but cuDNN's, which builds an execution plan
-# for each new key length, and the key length grows by one every token (on an H100, ropegpt decoded 21
-# tokens/s with it and 258 without). Prefill may use any kernel. The choice only matters on CUDA.
-DECODE_KERNELS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 @torch.inference_mode()
@@ -40,6 +38,30 @@ def generate(model: GPT, prompt: torch.Tensor, max_new_tokens: int) -> torch.Ten
         if i + 1 < max_new_tokens:
             logits, _ = model(next_token, kv_caches=caches)  # decode: (B, 1, V); one more position cached
     return torch.cat(tokens, dim=1)  # (B, T0 + max_new_tokens)
+
+
+# ----------------------------------------------------------------------------------------------
+# Its two steps apart: prefill, and a one-token decode step to compile alone
+# ----------------------------------------------------------------------------------------------
+
+# The attention kernels a one-token decode step may use: any but cuDNN's, which builds an execution plan
+# for each new key length, and the key length grows by one every token (on an H100, ropegpt decoded 21
+# tokens/s with it and 258 without). Prefill may use any kernel. The choice only matters on CUDA.
+DECODE_KERNELS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def prefill(model: GPT, idx: torch.Tensor, caches: Optional[list[KVCache]]) -> torch.Tensor:
+    """One forward pass over idx (B, T), written into the caches after what they hold: the logits of its
+    last position, (B, V). caches=None: no cache, the pass alone (how generation runs without one)."""
+    logits, _ = model(idx, kv_caches=caches)  # (B, T, V)
+    return logits[:, -1]  # (B, V)
+
+
+def decode_one_token(model: GPT, token: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
+    """One token per row, token (B, 1), through the caches (which grow by one position): its logits (B, V)."""
+    with sdpa_kernel(DECODE_KERNELS):
+        logits, _ = model(token, kv_caches=caches)  # (B, 1, V)
+    return logits[:, -1]  # (B, V)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -126,28 +148,25 @@ def generate_tokens(model: GPT, prompt: torch.Tensor, max_new_tokens: int, num_s
     caches = None
     if use_cache:
         caches = model.new_kv_caches(B, min(block_size, T0 + max_new_tokens))
-        logits, _ = model(prompt[:, start:], kv_caches=caches)  # prefill, once per prompt: (B, T0 - start, V)
+        logits = prefill(model, prompt[:, start:], caches)  # once per prompt: (B, V)
         if num_samples > 1:
             caches = [cache.repeat_batch(num_samples) for cache in caches]
-            logits = logits.repeat_interleave(num_samples, dim=0)  # (B * num_samples, T0 - start, V)
+            logits = logits.repeat_interleave(num_samples, dim=0)  # (B * num_samples, V)
     else:
-        logits, _ = model(idx[:, start:])  # (B * num_samples, T0 - start, V)
+        logits = prefill(model, idx[:, start:], None)  # (B * num_samples, V)
     for i in range(max_new_tokens):
-        next_token = sample_next_token(logits[:, -1], temperature, top_k, top_p, generator)  # (B * n, 1)
+        next_token = sample_next_token(logits, temperature, top_k, top_p, generator)  # (B * n, 1)
         yield next_token
         if i + 1 == max_new_tokens:
             break
         idx = torch.cat([idx, next_token], dim=1)  # (B * n, L)
         new_start = slide_window(start, idx.size(1), block_size)
-        if caches is None:
-            logits, _ = model(idx[:, new_start:])  # the whole window, from scratch
-        elif new_start != start:
-            for cache in caches:
+        if caches is not None and new_start == start:
+            logits = decode_one_token(model, next_token, caches)  # (B * n, V)
+        else:  # without a cache, the whole window from scratch; with one, the slid window prefilled again
+            for cache in caches or []:
                 cache.reset()
-            logits, _ = model(idx[:, new_start:], kv_caches=caches)  # prefill the slid window again
-        else:
-            with sdpa_kernel(DECODE_KERNELS):
-                logits, _ = model(next_token, kv_caches=caches)  # decode: (B * n, 1, V)
+            logits = prefill(model, idx[:, new_start:], caches)  # (B * n, V)
         start = new_start
 
 

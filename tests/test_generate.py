@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from model.generate import complete, generate, generate_tokens, sample_next_token, slide_window
+from model.generate import (complete, decode_one_token, generate, generate_tokens, prefill, sample_next_token,
+                            slide_window)
 from model.gpt import GPT
 from tests.helpers import tiny_model as tiny
 
@@ -25,6 +26,22 @@ def test_the_reference_loop_equals_greedy_recomputation_from_scratch():
 def test_the_reference_loop_equals_the_product_loop_at_temperature_zero():
     model, prompt = tiny(), torch.randint(0, 65, (2, 5))
     assert torch.equal(generate(model, prompt, 12), complete(model, prompt, 12, temperature=0))
+
+
+@pytest.mark.parametrize("impl", ["explicit", "sdpa"])
+def test_decode_one_token_after_prefill_equals_the_full_forward_pass(impl):
+    """The product path's two steps: prefill gives the last prompt position's logits, and each
+    decode_one_token after it those of the next position, as one full pass over everything computes them."""
+    model = tiny(attn_impl=impl)
+    x = torch.randint(0, 65, (3, 10))  # (B, T): a 6-token prompt, then 4 tokens decoded one by one
+    with torch.no_grad():
+        full, _ = model(x)  # (B, T, V)
+        caches = model.new_kv_caches(3, 10)
+        steps = [prefill(model, x[:, :6], caches)] + [decode_one_token(model, x[:, t : t + 1], caches)
+                                                      for t in range(6, 10)]  # 5 x (B, V)
+    assert caches[0].length == 10
+    # fp32; equal up to float summation order (one query row against S keys, not a (T, S) block): ~1e-7
+    torch.testing.assert_close(torch.stack(steps, dim=1), full[:, 5:], atol=1e-5, rtol=1e-5)
 
 
 def test_an_empty_prompt_is_a_clear_error():

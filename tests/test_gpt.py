@@ -150,6 +150,49 @@ def test_rope_base_from_the_config_reaches_attention():
 
 
 # ---------------------------------------------------------------------------------------------
+# A bag of tokens: only RoPE and the causal mask tell the model where each token stands
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def positions_off(monkeypatch):
+    """RoPE switched off: GPT.forward gets the tables of the identity rotation (cos = 1, sin = 0), so
+    apply_rope returns q and k unchanged at every position."""
+    def identity_tables(positions: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = rope_tables(positions, head_dim, base)  # (T, D) each
+        return torch.ones_like(cos), torch.zeros_like(sin)
+
+    monkeypatch.setattr("model.gpt.rope_tables", identity_tables)
+
+
+def permuted_logits(causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits of permuted tokens, and the logits of the tokens, permuted the same way: (2, 16, V) each."""
+    model = tiny(causal=causal)
+    x = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(0))  # (B, T)
+    perm = torch.randperm(16, generator=torch.Generator().manual_seed(1))  # (T,)
+    with torch.no_grad():
+        return model(x[:, perm])[0], model(x)[0][:, perm]
+
+
+def test_attention_alone_is_order_blind_permuting_tokens_permutes_outputs(positions_off):
+    """Without positions and without the mask the model reads a bag of tokens: every position computes
+    the same function of its own token and of the set of all tokens, wherever it stands."""
+    of_permuted, permuted = permuted_logits(causal=False)
+    # equal up to float summation order (the keys are summed in another order): observed ~1e-7
+    torch.testing.assert_close(of_permuted, permuted, atol=ATOL, rtol=RTOL)
+
+
+def test_rope_makes_attention_see_order_permuting_tokens_changes_outputs():
+    of_permuted, permuted = permuted_logits(causal=False)
+    assert (of_permuted - permuted).abs().max() > 100 * ATOL  # observed ~3e-3 for this small random model
+
+
+def test_the_causal_mask_makes_attention_see_order_permuting_tokens_changes_outputs(positions_off):
+    of_permuted, permuted = permuted_logits(causal=True)
+    assert (of_permuted - permuted).abs().max() > 100 * ATOL  # observed ~0.3: each token sees another prefix
+
+
+# ---------------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------------
 

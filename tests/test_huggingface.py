@@ -15,13 +15,14 @@ import tokenizers
 import torch
 import transformers
 
+from data.prompts import Completion
 from data.tokenizers import CharTokenizer, GPT2Tokenizer, HFTokenizer
 from export import ExportConfig, ExportError, export
 from model.generate import complete
 from model.llama import LlamaFormatError, gpt_config, llama_config, load_llama
 from runtime.checkpoint import save_checkpoint
 from runtime.config import compose
-from sample import Completion, SampleConfig, sample
+from sample import SampleConfig, sample
 from tests.helpers import metrics, run_command, tiny_model
 from train import TrainConfig, TrainError, train
 

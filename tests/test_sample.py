@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from data.config import DataError
+from data.prompts import read_prompt, stop_strings
 from data.tokenizers import CharTokenizer
 from runtime.checkpoint import CheckpointError, save_checkpoint
 from runtime.config import ConfigError, compose
-from sample import SampleConfig, SampleError, read_prompt, sample, stop_strings
+from sample import SampleConfig, SampleError, sample
 from tests.helpers import REPO, run_command, tiny_model
 from train import TrainConfig, train
 
