@@ -10,7 +10,7 @@ a dense bf16 peak (H100 SXM: 989 TFLOP/s), and memory per GPU:
   * activations of one micro-batch in bf16 without recomputation: about 34 x T x B x C bytes per layer
     (Korthikanti et al. 2022, with flash attention's O(T) memory), plus the logits (B x T x V in bf16,
     their fp32 copy for the loss, and its gradient: 10 bytes per logit).
-These are estimates; the README says so wherever it quotes them.
+These are estimates; README.md and docs/results.md say so wherever they quote them.
 """
 
 import argparse

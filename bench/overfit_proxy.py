@@ -1,6 +1,6 @@
 """A CPU proxy of the GPU recipe's overfitting: which dropout placement and schedule length end best.
 
-    python -m bench.overfit_proxy --nanogpt ~/src/nanoGPT      # README's table (The GPU recipe), seed 1337
+    python -m bench.overfit_proxy --nanogpt ~/src/nanoGPT      # docs/results.md's table (The GPU recipe), seed 1337
     python -m bench.overfit_proxy --seed 7 --only before all all_3q all_half all_2in5   # its second seed
 
 On one H100 the GPU recipe as it was (experiment=shakespeare_char, 5000 steps, dropout on the residual

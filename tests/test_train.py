@@ -2,6 +2,7 @@
 
 import dataclasses
 import gc
+import io
 import os
 import shutil
 import signal
@@ -193,6 +194,29 @@ def test_two_steps_write_a_checkpoint_that_loads_with_weights_only(data_root, tm
     model.load_state_dict(state["model"])  # strict: every key matches
     assert (run / "checkpoints" / "best.pt").exists() and (run / "config.yaml").exists()
     assert [e["step"] for e in metrics(run)] == [1, 2] and metrics(run, "eval")[0]["step"] == 2
+
+
+CHECKPOINT_KEYS = {"format", "version", "step", "best_val_loss", "elapsed_s", "wandb_id", "evals_since_best",
+                   "val_loss", "processes", "model_config", "model", "optimizer", "scaler", "config", "data_meta"}
+
+
+def test_a_checkpoint_keeps_the_format_and_one_from_an_older_ropegpt_still_resumes_and_samples(data_root, tmp_path):
+    """The keys every ropegpt checkpoint has held (TrainState.state_dict builds them all); a checkpoint
+    from before patience and the dropout placements (no evals_since_best, no model_config.attn_dropout or
+    emb_dropout) resumes with their defaults and samples."""
+    from sample import SampleConfig, sample
+
+    run = tmp_path / "run"
+    train(tiny_config(data_root, "max_steps=4", "stop_step=2", f"out_dir={run}"))
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert set(state) == CHECKPOINT_KEYS
+    older = {k: v for k, v in state.items() if k not in ("format", "version", "evals_since_best")}
+    older["model_config"] = {k: v for k, v in state["model_config"].items() if k not in ("attn_dropout", "emb_dropout")}
+    save_checkpoint(older, run / "checkpoints" / "last.pt")
+    texts = sample(SampleConfig(ckpt=str(run / "checkpoints" / "last.pt"), prompt="ROMEO:", max_new_tokens=5,
+                                seed=1), out=io.StringIO(), err=io.StringIO())
+    assert texts[0].startswith("ROMEO:") and len(texts[0]) == len("ROMEO:") + 5
+    assert resume(f"resume={run}")["step"] == 4
 
 
 def test_resume_continues_bitwise_identically(data_root, tmp_path):
