@@ -90,10 +90,11 @@ def sample(cfg: SampleConfig, out: Optional[TextIO] = None, err: Optional[TextIO
     err.write(f"seed: {seed}\n" if cfg.seed is not None else f"seed: {seed} (seed={seed} repeats this sample)\n")
     use_cache = cfg.use_cache and cache_is_exact(model, err)
     ids = last_block(ids, model.config.block_size, err)
+    # the prompt's last 4 tokens: enough context for a tokenizer to decode the first new one as it reads in the text
     completions = prompts.Completions(tokenizer, prompt, stops, cfg.num_samples, out, cfg.stream, context=ids[-4:])
     generator = torch.Generator(device).manual_seed(seed)
     with autocast(device, dtype):
-        steps, prefill_s, decode_s = decode(model, ids, cfg, use_cache, generator, completions)
+        steps, prefill_s, decode_s = stream_samples(model, ids, cfg, use_cache, generator, completions)
     texts = completions.close()
     if steps:
         err.write(speed_line(len(ids), cfg.num_samples, steps, prefill_s, decode_s, use_cache))
@@ -107,7 +108,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     run_command("sample", SampleConfig, lambda cfg, args: sample(cfg), argv)
 
 
-def decode(model: GPT, ids: list[int], cfg: SampleConfig, use_cache: bool, generator: torch.Generator,
+def stream_samples(model: GPT, ids: list[int], cfg: SampleConfig, use_cache: bool, generator: torch.Generator,
            completions: prompts.Completions) -> tuple[int, float, float]:
     """Give completions each new token until max_new_tokens or until every sample has stopped.
 

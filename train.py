@@ -7,7 +7,8 @@
                                                           # fine-tune a Hugging Face Llama model on your text
     torchrun --nproc_per_node=2 train.py ...              # data-parallel on 2 processes
 
-Read it in the order it runs: the settings (every knob with its default, which is the GPU recipe);
+Read it in the order it runs: the settings (every knob with its default: the GPU recipe, whose model
+and data come from configs/model/small.yaml and configs/data/shakespeare_char.yaml);
 `train` and its `loop`, whose first lines are the training step and whose other lines call the run's
 operations by name (components in training/: monitor, guard, validator, checkpointer); the pieces of
 the step; then `setup`, which builds the run and checks everything before it writes anything. Under
@@ -32,12 +33,12 @@ from runtime import checkpoint, devices, parallel, processes
 from runtime.config import require, run_command
 from runtime.optimizers import Optimizers
 from runtime.runlog import NullRunLog, RunLog, duration
-from training import TrainError, pretrained, resume, run_folder
+from training import TrainError, corpus, pretrained, resume, run_folder
 from training.checkpointer import Checkpointer
 from training.guard import Guard
 from training.monitor import Monitor
 from training.state import TrainState
-from training.validator import Validator, evaluate
+from training.validator import Validator
 
 # ------------------------------------------------------------------------------------------------
 # Settings: every knob, with its default. Groups (model=, data=, experiment=) come from configs/.
@@ -62,12 +63,12 @@ class OptimConfig:
                  (self.muon_lr >= 0, f"muon_lr={self.muon_lr} must be >= 0"),
                  (0 <= self.muon_momentum < 1, f"muon_momentum={self.muon_momentum} must be in [0, 1)"),
                  (self.lr >= 0, f"lr={self.lr} must be >= 0"),
-                  (self.lr < 0 or 0 <= self.min_lr <= self.lr, f"min_lr={self.min_lr} must be in [0, lr={self.lr}]"),
-                  (self.warmup_steps >= 0, f"warmup_steps={self.warmup_steps} must be >= 0"),
-                  (self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0"),
-                  (0 <= self.beta1 < 1, f"beta1={self.beta1} must be in [0, 1)"),
-                  (0 <= self.beta2 < 1, f"beta2={self.beta2} must be in [0, 1)"),
-                  (self.grad_clip >= 0, f"grad_clip={self.grad_clip} must be >= 0 (0 disables clipping)")])
+                 (self.lr < 0 or 0 <= self.min_lr <= self.lr, f"min_lr={self.min_lr} must be in [0, lr={self.lr}]"),
+                 (self.warmup_steps >= 0, f"warmup_steps={self.warmup_steps} must be >= 0"),
+                 (self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0"),
+                 (0 <= self.beta1 < 1, f"beta1={self.beta1} must be in [0, 1)"),
+                 (0 <= self.beta2 < 1, f"beta2={self.beta2} must be in [0, 1)"),
+                 (self.grad_clip >= 0, f"grad_clip={self.grad_clip} must be >= 0 (0 disables clipping)")])
 
 
 @dataclass
@@ -79,7 +80,7 @@ class WandbConfig:
 
 @dataclass
 class TrainConfig:
-    model: GPTConfig = field(default_factory=GPTConfig)  # configs/model/; vocab_size comes from the data
+    model: GPTConfig = field(default_factory=GPTConfig)  # configs/model/ (the GPU recipe: small); vocab from the data
     data: DataConfig = field(default_factory=DataConfig)  # configs/data/
     optim: OptimConfig = field(default_factory=OptimConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
@@ -145,42 +146,42 @@ def train(cfg: TrainConfig, overrides: Sequence[str] = ()) -> dict:
 
 
 def loop(run: "Run") -> dict:
-    cfg, state, counters = run.cfg, run.state, run.state.loop  # counters.step: optimizer steps so far
+    cfg, state = run.cfg, run.state  # state.step: optimizer steps so far
     val_loss = None
     state.model.train()
-    while counters.step < run.end_step:
-        # the training step
-        lr = lr_at(counters.step, cfg.optim, cfg.max_steps)
+    run.monitor.start()  # tokens/s and the ETA count from here: setup and compiling are not training
+    while state.step < run.end_step:
+        # the training step (run.model: the model as called, maybe wrapped and compiled; state.model: itself)
+        lr = lr_at(state.step, cfg.optim, cfg.max_steps)
         for group in state.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_ratio", 1.0)
         loss = forward_backward(run.model, run.micro_batches(), run.precision, state.scaler)
         grad_norm = optimizer_step(state.model, state.optimizer, state.scaler, cfg.optim.grad_clip)
-        counters.step += 1
+        state.step += 1
 
         # operations, each a named component a reader can skip (training/)
-        step = counters.step
-        run.monitor.tick()
+        run.monitor.step_done()
         run.guard.watch(loss, grad_norm)
-        logging, evaluating = run.monitor.should_log(step), run.validator.should_validate(step)
-        stopping = run.guard.should_stop(due=logging or evaluating)
-        if logging:
+        log_now, evaluating = run.monitor.should_log(state.step), run.validator.should_validate(state.step)
+        stopping = run.guard.should_stop(due=log_now or evaluating)  # the processes sync at these steps anyway
+        if log_now:
             run.monitor.log_step(loss, lr)
-        if evaluating or stopping or step == run.end_step:
-            with run.monitor.paused():  # evaluating and saving are not training time
-                val_loss = run.validator.validate() if evaluating else None
-                run.checkpointer.save(val_loss)
+        if evaluating or stopping or state.step == run.end_step:  # save at each evaluation, a stop, the end
+            with run.monitor.pause(evaluating):
+                val_loss, best = run.validator.validate() if evaluating else (None, False)
+                run.checkpointer.save(val_loss, best)
                 if evaluating:
-                    run.validator.draw()
+                    run.validator.draw_loss_png()
         if stopping:
-            run.guard.stopped()
+            run.guard.say_how_to_resume()
             break
-        if evaluating and run.guard.out_of_patience():
+        if evaluating and run.validator.out_of_patience():
             break
         run.monitor.progress()
 
-    run.log.info("done: step %d, val loss %s, %s", counters.step, f"{val_loss:.4f}" if val_loss is not None else "n/a",
+    run.log.info("done: step %d, val loss %s, %s", state.step, f"{val_loss:.4f}" if val_loss is not None else "n/a",
                  duration(state.elapsed()))
-    return {"step": counters.step, "val_loss": val_loss, "best_val_loss": counters.best_val_loss,
+    return {"step": state.step, "val_loss": val_loss, "best_val_loss": state.best_val_loss,
             "losses": run.monitor.losses, "elapsed_s": state.elapsed(), "interrupted": run.guard.stop.received}
 
 
@@ -216,7 +217,7 @@ def forward_backward(model: torch.nn.Module, micro_batches: list, precision: Cal
     return total
 
 
-def optimizer_step(model: GPT, optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler],
+def optimizer_step(model: GPT, optimizer: torch.optim.Optimizer | Optimizers, scaler: Optional[torch.amp.GradScaler],
                    grad_clip: float) -> Optional[torch.Tensor]:
     """Clip the gradient's global norm, step, zero the gradients; return the norm (None: no clipping).
 
@@ -234,7 +235,12 @@ def optimizer_step(model: GPT, optimizer: torch.optim.Optimizer, scaler: Optiona
     return grad_norm
 
 
-def build_optimizer(model: torch.nn.Module, o: OptimConfig, device: torch.device):
+# ------------------------------------------------------------------------------------------------
+# Setup: a run's state and its operations, every check before anything is written
+# ------------------------------------------------------------------------------------------------
+
+
+def build_optimizer(model: torch.nn.Module, o: OptimConfig, device: torch.device) -> torch.optim.Optimizer | Optimizers:
     """AdamW with weight decay on the matrices (embedding included) and none on the norm scales.
 
     With name=muon, the blocks' matrices (W_Q, W_K, W_V, W_O and the MLP's) go to Muon instead: momentum,
@@ -257,10 +263,6 @@ def build_optimizer(model: torch.nn.Module, o: OptimConfig, device: torch.device
     return Optimizers(adamw, muon)
 
 
-# ------------------------------------------------------------------------------------------------
-# Setup: a run's state and its operations, every check before anything is written
-# ------------------------------------------------------------------------------------------------
-
 
 @dataclass
 class Run:
@@ -268,17 +270,16 @@ class Run:
 
     cfg: TrainConfig
     model: torch.nn.Module  # what the loop calls: state.model in DDP (or sharded in place by FSDP), compiled
-    state: TrainState  # the raw model, optimizer, scaler, sampler, loop counters: what a checkpoint holds
+    state: TrainState  # the model itself, optimizer, scaler, sampler, the loop's progress: what a checkpoint holds
     precision: Callable  # a fresh autocast context (or nullcontext) for the run's dtype
     accum_steps: int  # micro-batches per optimizer step in each process
     end_step: int  # max_steps, or stop_step when it comes first
-    eval_sets: dict  # {"train": [...], "val": [...]}: fixed batches
     log: RunLog  # a NullRunLog off rank 0
     monitor: Monitor
     guard: Guard
     validator: Validator
     checkpointer: Checkpointer
-    restore: tuple = ()  # torch's settings before this run (deterministic, threads): put back by close()
+    torch_settings: Optional[devices.TorchSettings] = None  # what the run changed in torch: close() puts it back
 
     def micro_batches(self) -> list:
         return [self.state.sampler.next_batch() for _ in range(self.accum_steps)]
@@ -288,8 +289,7 @@ class Run:
         modules) before the group itself is destroyed. In the other order the group's destructor runs
         later, holding the GIL, and waits for its own worker thread, which waits for the GIL: a hang."""
         self.log.close(failure)
-        devices.set_deterministic(self.restore[0])
-        torch.set_num_threads(self.restore[1])
+        self.torch_settings.restore()
         self.model = self.state.model = self.state.optimizer = self.validator.model = self.monitor.model = None
         gc.collect()
         self.state.procs.close()
@@ -299,31 +299,30 @@ def setup(cfg: TrainConfig, overrides: Sequence[str] = ()) -> Run:
     """Everything a run needs. The checkpoint (with resume=) is read once, and every check comes before
     the run folder is created, so a refused command writes nothing (data preparation aside). A check
     that one process makes (rank 0: the run folder; each machine's first: the data) is shared, so all
-    processes stop together with the same message."""
+    processes stop together with the same message. A failure puts torch's settings back."""
     started, saved, path = time.perf_counter(), None, None
     if cfg.resume:
         path = checkpoint.find_checkpoint(cfg.resume)
         saved = checkpoint.load_checkpoint(path)
         cfg = resume.resumed_config(cfg, overrides, saved["config"])
     procs, device = processes.join_processes(cfg.device)
-    restore = devices.set_deterministic(cfg.deterministic), torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    before = devices.TorchSettings.apply(cfg.deterministic, cfg.threads)
     end_step = min(cfg.max_steps, cfg.stop_step) if cfg.stop_step else cfg.max_steps
     log = RunLog(end_step, cfg.progress) if procs.is_main else NullRunLog()
     try:
         run = build_run(cfg, overrides, saved, path, procs, device, log, end_step, started)
     except BaseException as e:
-        log.close(failure=str(e))  # the process group, if any, is left to the exit (runtime.errors.fail)
-        devices.set_deterministic(restore[0])
-        torch.set_num_threads(restore[1])
+        log.close(failure=str(e) or type(e).__name__)  # the process group, if any, is left to the exit
+        before.restore()
         raise
-    run.restore = restore
+    run.torch_settings = before
     return run
 
 
 def build_run(cfg: TrainConfig, overrides: Sequence[str], saved: Optional[dict], path: Optional[Path],
               procs: processes.Processes, device: torch.device, log: RunLog, end_step: int, started: float) -> Run:
+    """setup's checks and pieces, in order: the run folder's name, data, model, optimizer, batches, the
+    saved state (saved: the checkpoint read from path), and last the run folder itself."""
     dtype = devices.resolve_dtype(cfg.dtype, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for the fp32 matmuls autocast leaves
@@ -333,7 +332,7 @@ def build_run(cfg: TrainConfig, overrides: Sequence[str], saved: Optional[dict],
     imported = None
     if cfg.init_from and saved is None:  # a resumed run has its weights in its checkpoint
         imported = pretrained.imported_model(cfg, overrides)  # checked before preparing data: a typo costs nothing
-    data, data_dir, meta = resume.prepare_data(cfg.data, procs, trained_on=saved["data_meta"] if saved else None)
+    data, data_dir, meta = corpus.prepare_data(cfg.data, procs, trained_on=saved["data_meta"] if saved else None)
     cfg = replace(cfg, data=data, model=imported or cfg.model)
     if imported is not None:
         pretrained.check_tokenizer(cfg, meta)
@@ -350,15 +349,14 @@ def build_run(cfg: TrainConfig, overrides: Sequence[str], saved: Optional[dict],
     state = TrainState(cfg, raw_model, optimizer, scaler, sampler, procs, device, meta, started)
     if saved is not None:
         state.load_state_dict(saved)
-    procs.decide(lambda: run_folder.open_run_folder(cfg, out_dir, state.loop, log, resumed=saved is not None))
+    procs.decide(lambda: run_folder.open_run_folder(cfg, out_dir, state, log, resumed=saved is not None))
     precision = partial(devices.autocast, device, dtype)
-    monitor = Monitor(cfg, raw_model, state, log, end_step, accum_steps)
+    validator = Validator(cfg, raw_model, eval_sets, precision, state, log, out_dir, end_step)
+    monitor = Monitor(cfg, raw_model, state, validator, log, end_step, accum_steps)
     monitor.announce(out_dir, path, dtype)
     return Run(cfg=cfg, model=model, state=state, precision=precision, accum_steps=accum_steps, end_step=end_step,
-               eval_sets=eval_sets, log=log, monitor=monitor,
-               guard=Guard(procs, device, state.loop, log, out_dir, scaler is not None, cfg.patience, end_step),
-               validator=Validator(cfg, raw_model, eval_sets, precision, state, log, monitor, out_dir),
-               checkpointer=Checkpointer(state, out_dir))
+               log=log, monitor=monitor, validator=validator, checkpointer=Checkpointer(state, out_dir),
+               guard=Guard(state, log, out_dir, fp16=scaler is not None))
 
 
 def batch_geometry(cfg: TrainConfig, procs: processes.Processes) -> tuple[int, int]:
@@ -399,18 +397,17 @@ def wrap(model: GPT, cfg: TrainConfig, device: torch.device, procs: processes.Pr
 
 def compile_now(run: Run) -> None:
     """With compile=true, compile before the first step instead of during it: one training forward and
-    backward and one evaluation forward on an evaluation batch, with the random state put back and the
-    gradients cleared, so the run is the same as without this. Its time is reported apart (not in the
-    ETA). If the compiler fails (no C++ toolchain, an unsupported GPU), every process goes on eagerly."""
+    backward on an evaluation batch, with the random state put back and the gradients cleared, so the
+    run is the same as without this. Its time is reported apart (the loop's clock starts after it).
+    Evaluation runs the model uncompiled. If the compiler fails (no C++ toolchain, an unsupported GPU),
+    every process goes on eagerly."""
     if not run.cfg.compile:
         return
     started, error, device = time.perf_counter(), None, run.state.device
-    x, y = run.eval_sets["train"][0]
-    batch = [(x.to(device), y.to(device))]
+    x, y = run.validator.eval_sets["train"][0]
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            forward_backward(run.model, batch, run.precision, run.state.scaler)
-            evaluate(run.model, batch, run.precision, device)
+            forward_backward(run.model, [(x.to(device), y.to(device))], run.precision, run.state.scaler)
     except torch._dynamo.exc.TorchDynamoException as e:
         error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
     finally:
@@ -421,7 +418,7 @@ def compile_now(run: Run) -> None:
         torch._dynamo.reset()
         run.log.warning("torch.compile failed (%s): training eagerly; compile=false skips the attempt", errors[0])
     else:
-        run.log.info("compiled in %s (training and evaluation graphs)", duration(time.perf_counter() - started))
+        run.log.info("compiled in %s (the training step's graphs)", duration(time.perf_counter() - started))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

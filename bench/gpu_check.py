@@ -1,4 +1,4 @@
-"""One command that checks ropegpt's GPU code paths on the GPU it runs on, and prints a README table.
+"""One command that checks ropegpt's GPU code paths on the GPU it runs on, and prints a results table.
 
     python -m bench.gpu_check                       # on a machine with CUDA (exit 2 elsewhere)
     python -m bench.gpu_check --steps 100 --decode-tokens 500

@@ -30,13 +30,13 @@ def generate(model: GPT, prompt: torch.Tensor, max_new_tokens: int) -> torch.Ten
     """
     B, T0 = prompt.shape
     caches = model.new_kv_caches(B, T0 + max_new_tokens)  # one empty KV cache per layer
-    logits, _ = model(prompt, kv_caches=caches)  # prefill: (B, T0, V); the caches now hold T0 positions
+    logits = prefill(model, prompt, caches)  # (B, V); the caches now hold T0 positions
     tokens = [prompt]
     for i in range(max_new_tokens):
-        next_token = logits[:, -1].argmax(dim=-1, keepdim=True)  # (B, 1): the most likely next token
+        next_token = logits.argmax(dim=-1, keepdim=True)  # (B, 1): the most likely next token
         tokens.append(next_token)
         if i + 1 < max_new_tokens:
-            logits, _ = model(next_token, kv_caches=caches)  # decode: (B, 1, V); one more position cached
+            logits = decode_one_token(model, next_token, caches)  # (B, V); one more position cached
     return torch.cat(tokens, dim=1)  # (B, T0 + max_new_tokens)
 
 
@@ -124,7 +124,7 @@ def slide_window(start: int, length: int, block_size: int) -> int:
 def generate_tokens(model: GPT, prompt: torch.Tensor, max_new_tokens: int, num_samples: int = 1,
                     temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
                     generator: Optional[torch.Generator] = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
-    """Yield max_new_tokens tokens, (B * num_samples, 1) each, continuing prompt (B, T0).
+    """Yield max_new_tokens tokens, (N, 1) each with N = B * num_samples rows, continuing prompt (B, T0).
 
     Row r continues prompt row r // num_samples: each prompt is prefilled once, then its KV caches are
     copied for its num_samples continuations, which decode together as one batch. The model reads a
@@ -155,18 +155,18 @@ def generate_tokens(model: GPT, prompt: torch.Tensor, max_new_tokens: int, num_s
     else:
         logits = prefill(model, idx[:, start:], None)  # (B * num_samples, V)
     for i in range(max_new_tokens):
-        next_token = sample_next_token(logits, temperature, top_k, top_p, generator)  # (B * n, 1)
+        next_token = sample_next_token(logits, temperature, top_k, top_p, generator)  # (N, 1)
         yield next_token
         if i + 1 == max_new_tokens:
             break
-        idx = torch.cat([idx, next_token], dim=1)  # (B * n, L)
+        idx = torch.cat([idx, next_token], dim=1)  # (N, L): L tokens so far
         new_start = slide_window(start, idx.size(1), block_size)
         if caches is not None and new_start == start:
-            logits = decode_one_token(model, next_token, caches)  # (B * n, V)
+            logits = decode_one_token(model, next_token, caches)  # (N, V)
         else:  # without a cache, the whole window from scratch; with one, the slid window prefilled again
             for cache in caches or []:
                 cache.reset()
-            logits = prefill(model, idx[:, new_start:], caches)  # (B * n, V)
+            logits = prefill(model, idx[:, new_start:], caches)  # (N, V)
         start = new_start
 
 
@@ -176,5 +176,5 @@ def complete(model: GPT, prompt: torch.Tensor, max_new_tokens: int, num_samples:
 
     controls: temperature, top_k, top_p, generator, use_cache, as for `generate_tokens`.
     """
-    new = list(generate_tokens(model, prompt, max_new_tokens, num_samples, **controls))  # n x (B * n, 1)
+    new = list(generate_tokens(model, prompt, max_new_tokens, num_samples, **controls))  # each (B * num_samples, 1)
     return torch.cat([prompt.repeat_interleave(num_samples, dim=0), *new], dim=1)

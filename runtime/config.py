@@ -70,6 +70,8 @@ def compose(name: str, schema: type, args: Sequence[str] = ()) -> Any:
         if key.split(".")[0] == "hydra":
             raise ConfigError(f"{o.input_line}: ropegpt sets no Hydra options (train.py's run folder is out_dir=)")
         if key in command_groups:
+            if o.value() is None and not o.is_delete():  # Hydra drops a group with ~key, not key=null
+                raise ConfigError(f"{o.input_line}: to run without one, leave {key}= out or write ~{key}")
             if not o.is_delete() and o.value() not in options(key):  # `~experiment` drops one
                 raise ConfigError(f"{o.input_line}: there is no configs/{key}/{o.value()}.yaml; choose one of "
                                   f"{', '.join(options(key))}")
@@ -163,7 +165,7 @@ def one_line(e: BaseException) -> str:
     return ": ".join(parts)
 
 
-def to_schema(cfg: Any, schema: type, prefix: str = "", root: type = None) -> Any:
+def to_schema(cfg: Any, schema: type, prefix: str = "", root: Optional[type] = None) -> Any:
     """A composed DictConfig as an instance of its schema (nested dataclasses all the way down).
 
     A key the schema lacks is refused (Hydra lets `+key=value` add one; it would do nothing). Each schema
@@ -214,6 +216,6 @@ def describe(name: str, schema: type) -> str:
     walk(schema, "")
     if groups(name):
         lines += ["", "Config groups (group=option; the option's YAML sets several keys at once):"]
-        lines += [f"  {group}: {', '.join(options(group))} (default: {default})"
+        lines += [f"  {group}: {', '.join(options(group))} (default: {default or 'none'})"
                   for group, default in groups(name).items()]
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 import os
 import re
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -47,6 +48,27 @@ def set_deterministic(enabled: bool) -> bool:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(enabled, warn_only=True)
     return before
+
+
+@dataclass
+class TorchSettings:
+    """torch's process-wide settings a command changes (deterministic kernels, CPU threads), to put back
+    when it ends: a test or a notebook that runs it goes on as before."""
+
+    deterministic: bool
+    threads: int
+
+    @classmethod
+    def apply(cls, deterministic: bool, threads: Optional[int]) -> "TorchSettings":
+        """Set them (threads None: leave torch's); return the settings before."""
+        before = cls(set_deterministic(deterministic), torch.get_num_threads())
+        if threads:
+            torch.set_num_threads(threads)
+        return before
+
+    def restore(self) -> None:
+        set_deterministic(self.deterministic)
+        torch.set_num_threads(self.threads)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

@@ -1,4 +1,4 @@
-"""Pictures: a run's loss curves (train.py draws loss.png; plot.py overlays runs), and attention
+"""Pictures: a run's loss curves (training/validator.py draws a run's loss.png; plot.py overlays runs), and attention
 heatmaps (one per layer and head, tokens on both axes, one colour scale)."""
 
 import json

@@ -91,10 +91,11 @@ def join_processes(device_name: str) -> tuple[Processes, torch.device]:
     return p, device
 
 
-def torchrun_command() -> Optional[str]:
-    """How this process group was started, for the resume line it prints (None without torchrun)."""
+def launcher() -> str:
+    """How this command was started, for the resume lines it prints: `python`, or the torchrun line of
+    this process group."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
+        return "python"
     nodes = int(os.environ["WORLD_SIZE"]) // int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
     per_node = os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])
     return f"torchrun --nproc_per_node={per_node}" + (f" --nnodes={nodes}" if nodes > 1 else "")

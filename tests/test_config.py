@@ -63,7 +63,7 @@ BAD = [  # (argument, what the one line says)
     ("width=3", "unknown setting width: did you mean inner.width?"),
     ("+inner.widht=2", "unknown setting inner.widht: did you mean inner.width?"),  # Hydra would add it
     ("inner=huge", "inner=huge: there is no configs/inner/huge.yaml; choose one of big, small"),
-    ("extra=null", "extra=null: there is no configs/extra/None.yaml; choose one of more"),
+    ("extra=null", "extra=null: to run without one, leave extra= out or write ~extra"),
     ("hydra.job.name=x", "hydra.job.name=x: ropegpt sets no Hydra options"),
     ("steps", "cannot read the argument 'steps': write key=value"),
     ("=5", "cannot read the argument '=5': write key=value"),
@@ -95,7 +95,7 @@ def test_help_and_cfg_and_a_broken_config_through_run_command(toy_configs, capsy
     run_command("toy", Toy, ran.append, ["--help"])
     out = capsys.readouterr().out
     assert "inner.width=8  # how wide" in out and "steps=1  # how many" in out
-    assert "inner: big, small (default: small)" in out and "extra: more (default: None)" in out
+    assert "inner: big, small (default: small)" in out and "extra: more (default: none)" in out
     run_command("toy", Toy, ran.append, ["--cfg", "inner=big"])
     assert OmegaConf.create(capsys.readouterr().out) == {"inner": {"width": 64}, "steps": 1, "text": ""}
     (toy_configs / "toy.yaml").write_text("defaults:\n  - toy_schema\n  - inner: huge\n  - _self_\n")

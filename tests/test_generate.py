@@ -44,6 +44,22 @@ def test_decode_one_token_after_prefill_equals_the_full_forward_pass(impl):
     torch.testing.assert_close(torch.stack(steps, dim=1), full[:, 5:], atol=1e-5, rtol=1e-5)
 
 
+def test_the_decode_step_compiles_alone_as_one_graph_with_the_eager_logits():
+    """decode_one_token is what a compiled sampler compiles: torch.compile captures it whole
+    (fullgraph=True fails at any graph break), and it computes what the eager step does. The "eager"
+    backend checks the capture without inductor's minutes of C++ compilation on a CPU."""
+    torch._dynamo.reset()
+    model, x = tiny().eval(), torch.randint(0, 65, (2, 9))
+    compiled = torch.compile(decode_one_token, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        eager_caches, compiled_caches = model.new_kv_caches(2, 9), model.new_kv_caches(2, 9)
+        prefill(model, x[:, :5], eager_caches), prefill(model, x[:, :5], compiled_caches)
+        for t in range(5, 9):
+            want = decode_one_token(model, x[:, t : t + 1], eager_caches)  # (B, V)
+            torch.testing.assert_close(compiled(model, x[:, t : t + 1], compiled_caches), want, atol=0, rtol=0)
+    assert compiled_caches[0].length == eager_caches[0].length == 9
+
+
 def test_an_empty_prompt_is_a_clear_error():
     with pytest.raises(ValueError, match="the prompt is empty"):
         complete(tiny(), torch.zeros(1, 0, dtype=torch.long), 3)

@@ -22,7 +22,6 @@ import torch.multiprocessing as mp
 import train as train_module
 from training import monitor, run_folder, validator
 from training.resume import resumed_config
-from training.state import LoopState
 from model.gpt import GPT, GPTConfig
 from runtime import checkpoint
 from runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -516,10 +515,10 @@ def fake_monitor(step: int = 0, end: int = 100, max_steps: Optional[int] = None,
                  last_eval_s=None, log=None) -> monitor.Monitor:
     """A Monitor of a run at `step` of `end`: 2 micro-batches per step, 30 batches per evaluation split."""
     cfg = TrainConfig(max_steps=max_steps or end, eval_interval=interval, eval_batches=30)
-    state = SimpleNamespace(procs=None, device=torch.device("cpu"), loop=LoopState(step=step))
-    m = monitor.Monitor(cfg, None, state, log, end_step=end, accum_steps=2)
-    m.last_eval_s = last_eval_s
-    return m
+    state = SimpleNamespace(procs=None, device=torch.device("cpu"), step=step)
+    evaluations = validator.Validator(cfg, None, {}, None, state, log, None, end_step=end)
+    evaluations.last_seconds = last_eval_s
+    return monitor.Monitor(cfg, None, state, evaluations, log, end_step=end, accum_steps=2)
 
 
 @pytest.mark.parametrize("max_steps,interval,step,end", [(5000, 250, 0, 5000), (5000, 250, 250, 5000),
@@ -540,13 +539,30 @@ def test_the_eta_counts_the_evaluations_measured_or_estimated():
 
 
 def test_a_run_announces_each_long_evaluation_with_its_expected_duration(data_root, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(validator, "LONG_EVAL_S", 0.0)  # every evaluation counts as long
+    monkeypatch.setattr(monitor, "LONG_EVAL_S", 0.0)  # every evaluation counts as long
     caplog.set_level("INFO")
     train(tiny_config(data_root, "max_steps=8", f"out_dir={tmp_path}/run"))
     lines = [r.getMessage() for r in caplog.records]
     announced = [line for line in lines if line.startswith("evaluating at step")]
     assert [line.split(", about ")[0] for line in announced] == ["evaluating at step 4: 2 x 2 batches",
                                                                   "evaluating at step 8: 2 x 2 batches"]
+
+
+def test_compiling_is_not_counted_as_training_time(data_root, tmp_path, monkeypatch):
+    """The log line's tokens/s (and so MFU and the ETA) count from the loop's start, after compile_now."""
+    clock = {"t": 0.0}
+
+    def perf_counter() -> float:  # a fake clock: 1 ms a reading, and the 1000 s compile_now takes
+        clock["t"] += 0.001
+        return clock["t"]
+
+    monkeypatch.setattr(monitor, "time", SimpleNamespace(perf_counter=perf_counter))
+    monkeypatch.setattr(train_module, "compile_now", lambda run: clock.update(t=clock["t"] + 1000.0))
+    cfg = tiny_config(data_root, "max_steps=1", f"out_dir={tmp_path}/run")
+    train(cfg)
+    block_size = load_checkpoint(tmp_path / "run/checkpoints/last.pt")["model_config"]["block_size"]
+    tokens = cfg.batch_size * block_size
+    assert metrics(tmp_path / "run")[0]["tokens_per_s"] > tokens  # a step in under a second, not 1000 s
 
 
 def test_a_collapse_in_speed_gives_one_hint_naming_threads():

@@ -1,14 +1,15 @@
 """What a training run does besides the training step, one named component a file (train.py calls them):
 
-    state.py        the run's one state dict: model, optimizer, scaler, sampler, every process's RNG,
-                    the loop's counters (step, best val loss, patience); state_dict() / load_state_dict()
-    checkpointer.py last.pt at every evaluation and at the end, best.pt on a better val loss
-    validator.py    evaluation on fixed batches: when, how, and what it logs; loss.png
-    monitor.py      speed, ETA, MFU, the log line, the slowdown notice, the CPU-recipe hint
-    guard.py        divergence (nan/inf), stop signals (Ctrl-C, SIGTERM), patience
-    resume.py       resume=: the checkpoint's config with this command's overrides, on the same tokens
+    state.py        the run's one state: model, optimizer, scaler, sampler, every process's RNG, the
+                    loop's progress (step, best val loss, patience count); state_dict() / load_state_dict()
+    checkpointer.py last.pt at every evaluation, a stop and the end; best.pt on a better val loss
+    validator.py    evaluation on fixed batches: when, how, what it logs; the best val loss, patience; loss.png
+    monitor.py      what the run is, speed, ETA, MFU, the log line, the slowdown notice, the CPU-recipe hint
+    guard.py        a nan/inf loss or gradient norm, stop signals (Ctrl-C, SIGTERM)
+    corpus.py       the run's data: prepared once per machine; on resume, the tokens it trained on
+    resume.py       resume=: the checkpoint's config with this command's overrides
     run_folder.py   the run folder: its name, train.log, metrics.jsonl, config.yaml, wandb
-    pretrained.py   init_from=: a Hugging Face Llama folder's architecture and weights
+    pretrained.py   init_from=: a Hugging Face Llama folder's architecture, tokenizer and weights
 
 It imports model/, data/ and runtime/; never the commands.
 """

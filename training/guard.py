@@ -1,37 +1,33 @@
-"""When a run must end early: a loss that diverged, a stop signal, or patience run out."""
+"""When a run must end early: a loss that became nan or inf, or a stop signal (Ctrl-C, SIGTERM)."""
 
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from runtime.processes import Processes, StopSignal, torchrun_command
+from runtime.processes import Processes, StopSignal, launcher
 from runtime.runlog import RunLog
 from training import TrainError
-from training.state import LoopState
+from training.state import TrainState
 
 
 def diverged(out_dir: Optional[Path], step: int, what: str) -> TrainError:
+    """The error that ends a run whose `what` became nan or inf (the validator raises it for the val loss)."""
     last = out_dir / "checkpoints" / "last.pt" if out_dir else None
     kept = f"the last good checkpoint is {last}" if last and last.exists() else "no checkpoint had been written yet"
     return TrainError(f"{what} became nan or inf by step {step}; {kept}. Lower optim.lr or raise "
                       "optim.warmup_steps, then resume from it or start again")
 
 
-def launcher() -> str:
-    """How this command was started: `python`, or the torchrun line of this process group."""
-    return torchrun_command() or "python"
-
-
 class Guard:
-    """Watches every step for nan/inf without waiting for the device, holds the stop signals (Ctrl-C,
-    SIGTERM) while the loop runs (`with guard:`), and counts patience. Off rank 0 its messages go nowhere."""
+    """Watches every step for a nan/inf loss or gradient norm without waiting for the device, and holds
+    the stop signals while the loop runs (`with guard:`): the step finishes, is saved, and the run stops.
+    Off rank 0 its messages go nowhere."""
 
-    def __init__(self, procs: Processes, device: torch.device, loop: LoopState, log: RunLog, out_dir: Optional[Path],
-                 fp16: bool, patience: Optional[int], end_step: int):
-        self.procs, self.device, self.loop, self.log, self.out_dir = procs, device, loop, log, out_dir
-        self.fp16, self.patience, self.end_step = fp16, patience, end_step
-        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # has any loss or grad norm been nan/inf?
+    def __init__(self, state: TrainState, log: RunLog, out_dir: Optional[Path], fp16: bool):
+        self.state, self.log, self.out_dir, self.fp16 = state, log, out_dir, fp16
+        self.procs: Processes = state.procs
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=state.device)  # any nan/inf loss or grad norm?
         self.stop = StopSignal()
 
     def __enter__(self) -> "Guard":
@@ -50,31 +46,21 @@ class Guard:
     def should_stop(self, due: bool) -> bool:
         """Whether every process stops now (a stop signal in any of them); a nan or inf seen by any ends the run.
 
-        Decided at log, eval and last steps (`due`) from flags reduced over all processes: one small
-        all-reduce there, the loop's only wait for the device. A single process also decides at any step
-        once signalled, so Ctrl-C stops it at once; under torchrun every process notices at the next due step.
+        Decided at the steps the loop syncs anyway (`due`: log, eval and last steps) from flags reduced
+        over all processes: one small all-reduce there, the loop's only wait for the device. A single
+        process also decides at any step once signalled, so Ctrl-C stops it at once; under torchrun every
+        process notices at the next due step.
         """
         signalled = self.stop.received is not None
         if not (due or (signalled and self.procs.world_size == 1)):
             return False
-        signal = torch.tensor(float(signalled), device=self.device)
+        signal = torch.tensor(float(signalled), device=self.state.device)
         flags = self.procs.any(torch.stack([self.nonfinite.float(), signal]))
         if flags[0].item():
-            raise diverged(self.out_dir, self.loop.step, "the training loss or gradient norm")
+            raise diverged(self.out_dir, self.state.step, "the training loss or gradient norm")
         return bool(flags[1].item())
 
-    def stopped(self) -> None:
-        """Say where the run was saved and how to continue it."""
+    def say_how_to_resume(self) -> None:
         self.log.info("%s received: saved step %d to %s. Continue with: %s train.py resume=%s",
-                      self.stop.received or "a stop", self.loop.step, self.out_dir and self.out_dir / "checkpoints",
+                      self.stop.received or "a stop", self.state.step, self.out_dir and self.out_dir / "checkpoints",
                       launcher(), self.out_dir)
-
-    def out_of_patience(self) -> bool:
-        """With patience=N: whether the last N evaluations all failed to improve the val loss (then say so)."""
-        n, loop = self.patience, self.loop
-        if n is None or loop.evals_since_best < n or loop.step >= self.end_step:
-            return False
-        self.log.info("val loss has not improved for %d evaluations (patience=%d): stopping early at step %d. "
-                      "checkpoints/best.pt holds the best (val %.4f)", loop.evals_since_best, n, loop.step,
-                      loop.best_val_loss)
-        return True

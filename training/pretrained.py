@@ -18,8 +18,9 @@ def imported_model(cfg: Any, overrides: Sequence[str]) -> GPTConfig:
     """The folder's architecture, checked before any data is prepared.
 
     Of the model settings only model.block_size (a shorter training context; by default the folder's),
-    model.dropout (by default 0, as fine-tuning usually is) and model.attn_impl apply, when given on the
-    command line; any other model setting there is refused rather than silently ignored.
+    model.dropout (by default 0, as fine-tuning usually is), model.attn_dropout, model.emb_dropout and
+    model.attn_impl apply, when given on the command line; any other model setting there is refused
+    rather than silently ignored.
     """
     folder = Path(cfg.init_from).expanduser()
     if not is_llama_folder(folder):

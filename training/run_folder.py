@@ -11,10 +11,10 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 
 from runtime.checkpoint import run_dir_of
+from runtime.processes import launcher
 from runtime.runlog import RunLog
 from training import TrainError
-from training.guard import launcher
-from training.state import LoopState
+from training.state import TrainState
 
 
 def new_out_dir(cfg: Any, checkpoint: Optional[Path]) -> Path:
@@ -57,16 +57,16 @@ def check_wandb(cfg: Any) -> None:
                          "WANDB_MODE=offline to log locally (`wandb sync` uploads it later)") from None
 
 
-def open_run_folder(cfg: Any, out_dir: Path, loop: LoopState, log: RunLog, resumed: bool) -> None:
+def open_run_folder(cfg: Any, out_dir: Path, state: TrainState, log: RunLog, resumed: bool) -> None:
     """Once every check has passed: the folder, train.log, metrics.jsonl, the config, wandb."""
     try:
         (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         log.open(out_dir)
-        name = f"config.resumed-at-step-{loop.step}.yaml" if resumed else "config.yaml"
+        name = f"config.resumed-at-step-{state.step}.yaml" if resumed else "config.yaml"
         OmegaConf.save(OmegaConf.structured(cfg), out_dir / name, resolve=True)
     except OSError as e:
         raise TrainError(f"cannot create the run folder {out_dir}: {e.strerror}; choose another out_dir") from None
     if cfg.wandb.enabled:
-        loop.wandb_id = loop.wandb_id or secrets.token_hex(4)  # a wandb run id: lowercase letters and digits
-        log.start_wandb(project=cfg.wandb.project, name=cfg.wandb.name or out_dir.name, id=loop.wandb_id,
+        state.wandb_id = state.wandb_id or secrets.token_hex(4)  # a wandb run id: lowercase letters and digits
+        log.start_wandb(project=cfg.wandb.project, name=cfg.wandb.name or out_dir.name, id=state.wandb_id,
                         resume="allow", dir=str(out_dir), config=asdict(cfg))

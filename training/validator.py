@@ -1,21 +1,19 @@
-"""Evaluation: the mean loss on fixed batches of both splits, at every eval_interval and at max_steps."""
+"""Evaluation: the mean loss on fixed batches of both splits, when it is due, what it logs, the best
+val loss and patience, and loss.png."""
 
 import math
 import os
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
 from model.gpt import GPT
 from runtime.plots import plot_losses, read_metrics
-from runtime.runlog import RunLog, duration
+from runtime.runlog import RunLog
 from training.guard import diverged
-from training.monitor import Monitor
 from training.state import TrainState
-
-LONG_EVAL_S = 30.0  # an evaluation expected to take longer is announced, with its expected duration
 
 
 @torch.no_grad()
@@ -34,43 +32,61 @@ def evaluate(model: torch.nn.Module, batches: list, precision: Callable, device:
 
 
 class Validator:
-    """Evaluates on the same fixed batches every time (so losses compare across evaluations and resumes),
-    keeps the best val loss and the count of evaluations without a better one, logs both losses, and
-    redraws loss.png. Every process evaluates (under FSDP each forward needs them all) and takes rank
-    0's verdict on whether the loss is finite."""
+    """Evaluates at every eval_interval and at max_steps, on the same fixed batches every time (so losses
+    compare across evaluations and resumes). It keeps the state's best val loss and the count of
+    evaluations since it improved, and stops the run when that count reaches patience. Every process
+    evaluates (under FSDP each forward needs them all) and takes rank 0's verdict on whether the loss
+    is finite."""
 
-    def __init__(self, cfg, model: GPT, eval_sets: dict, precision: Callable, state: TrainState, log: RunLog,
-                 monitor: Monitor, out_dir: Optional[Path]):
+    def __init__(self, cfg: Any, model: GPT, eval_sets: dict, precision: Callable, state: TrainState, log: RunLog,
+                 out_dir: Optional[Path], end_step: int):
         self.cfg, self.model, self.eval_sets, self.precision = cfg, model, eval_sets, precision
-        self.state, self.log, self.monitor, self.out_dir = state, log, monitor, out_dir
+        self.state, self.log, self.out_dir, self.end_step = state, log, out_dir, end_step
+        self.last_seconds: Optional[float] = None  # how long the last evaluation took
 
     def should_validate(self, step: int) -> bool:
         return step % self.cfg.eval_interval == 0 or step == self.cfg.max_steps  # the same steps when resumed
 
-    def validate(self) -> float:
-        """Train and val loss, logged; a long evaluation says so first and moves the progress bar."""
-        started, loop, n = time.perf_counter(), self.state.loop, self.cfg.eval_batches
-        expected = self.monitor.eval_seconds(self.monitor.step_seconds())
-        if expected > LONG_EVAL_S:
-            self.log.info("evaluating at step %d: 2 x %d batches, about %s", loop.step, n, duration(expected))
+    def evals_left(self, step: int) -> int:
+        """Evaluations after `step`, up to this command's last step: the steps should_validate picks."""
+        interval, max_steps = self.cfg.eval_interval, self.cfg.max_steps
+        n = self.end_step // interval - step // interval
+        return n + int(step < self.end_step == max_steps and max_steps % interval != 0)
+
+    def validate(self) -> tuple[float, bool]:
+        """Train and val loss on the fixed batches, logged; returns the val loss and whether it is the best
+        so far (strictly better than every evaluation before). A long one moves the progress bar."""
+        started, state, n = time.perf_counter(), self.state, self.cfg.eval_batches
         losses = {}
         for i, split in enumerate(("train", "val")):
-            shown = lambda done: self.log.progress(loop.step, f"evaluating {i * n + done}/{2 * n}")  # noqa: E731
-            losses[split] = evaluate(self.model, self.eval_sets[split], self.precision, self.state.device, shown)
+            shown = lambda done: self.log.progress(state.step, f"evaluating {i * n + done}/{2 * n}")  # noqa: E731
+            losses[split] = evaluate(self.model, self.eval_sets[split], self.precision, state.device, shown)
         train_loss, val_loss = losses["train"], losses["val"]
-        val_loss = self.state.procs.from_main(torch.tensor([val_loss], device=self.state.device)).item()
+        val_loss = state.procs.from_main(torch.tensor([val_loss], device=state.device)).item()
         if not math.isfinite(val_loss):
-            raise diverged(self.out_dir, loop.step, "the validation loss")
-        loop.evals_since_best = 0 if val_loss < loop.best_val_loss else loop.evals_since_best + 1
-        loop.best_val_loss = min(loop.best_val_loss, val_loss)
-        self.log.record({"kind": "eval", "step": loop.step, "train_loss": train_loss, "val_loss": val_loss,
-                         "elapsed_s": self.state.elapsed()})
-        self.log.info("eval at step %d: train loss %.4f, val loss %.4f (best %.4f)", loop.step, train_loss, val_loss,
-                      loop.best_val_loss)
-        self.monitor.last_eval_s = time.perf_counter() - started
-        return val_loss
+            raise diverged(self.out_dir, state.step, "the validation loss")
+        best = val_loss < state.best_val_loss
+        state.evals_since_best = 0 if best else state.evals_since_best + 1
+        state.best_val_loss = min(state.best_val_loss, val_loss)
+        self.log.record({"kind": "eval", "step": state.step, "train_loss": train_loss, "val_loss": val_loss,
+                         "elapsed_s": state.elapsed()})
+        self.log.info("eval at step %d: train loss %.4f, val loss %.4f (best %.4f)", state.step, train_loss, val_loss,
+                      state.best_val_loss)
+        self.last_seconds = time.perf_counter() - started
+        return val_loss, best
 
-    def draw(self) -> None:
+    def out_of_patience(self) -> bool:
+        """With patience=N: whether the last N evaluations all failed to improve the val loss (then say so).
+        Never at the last step: the run ends there anyway."""
+        n, state = self.cfg.patience, self.state
+        if n is None or state.evals_since_best < n or state.step >= self.end_step:
+            return False
+        self.log.info("val loss has not improved for %d evaluations (patience=%d): stopping early at step %d. "
+                      "checkpoints/best.pt holds the best (val %.4f)", state.evals_since_best, n, state.step,
+                      state.best_val_loss)
+        return True
+
+    def draw_loss_png(self) -> None:
         """Rank 0: loss.png in the run folder, from metrics.jsonl (so a resumed run's picture covers it all),
         written under a temporary name and renamed, so a viewer never sees half a picture. A picture that
         cannot be drawn costs one warning, never the run."""
