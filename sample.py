@@ -24,13 +24,17 @@ import torch
 
 from data import prompts
 from data.tokenizers import HFTokenizer, tokenizer_from_meta
-from model.generate import check_sampling_args, generate_tokens
+from model.generate import CompiledDecode, check_sampling_args, generate_tokens
 from model.gpt import GPT
 from model.llama import LlamaFormatError, is_llama_folder, load_llama
+from model.quantize import quantize_int8
 from runtime.checkpoint import find_checkpoint, load_checkpoint
 from runtime.config import FREE_TEXT, require, run_command
-from runtime.devices import DEVICE, DTYPE_NAMES, autocast, resolve_device, resolve_dtype
+from runtime.devices import DEVICE, DTYPE_NAMES, resolve_device, resolve_dtype
 from runtime.errors import UserError
+
+
+QUANTIZE = ("none", "int8")
 
 
 @dataclass
@@ -45,10 +49,12 @@ class SampleConfig:
     top_p: Optional[float] = None
     seed: Optional[int] = None  # None: a fresh seed, printed on stderr, so that seed=N repeats a sample
     device: str = "auto"
-    dtype: str = "auto"  # auto: bf16 on CUDA (fp16 where bf16 is not native), fp32 elsewhere
+    dtype: str = "auto"  # the weights' dtype: auto is bf16 on CUDA (fp16 where bf16 is not native), fp32 elsewhere
     stream: bool = True  # print tokens as they come (with num_samples=1)
     stop: Any = None  # a string or a list of strings: a sample ends before the first one
     use_cache: bool = True
+    quantize: str = "none"  # int8: weight-only int8 linear layers, a quarter of fp32's bytes (docs/sampling.md)
+    compile: bool = False  # torch.compile the decode step alone (static KV cache; CUDA graphs on a GPU)
     attention_plot: Optional[str] = None  # a .png path: heatmaps of the attention weights of sample 0
     attention_layer: Optional[int] = None  # only this layer in the picture; None: every layer
     attention_tokens: int = 48  # the picture shows the first this many tokens (prompt, then generated)
@@ -65,6 +71,7 @@ class SampleConfig:
                   (DEVICE.fullmatch(self.device) is not None,
                    f"device={self.device!r} must be auto, cpu, cuda, cuda:N or mps"),
                   (self.dtype in DTYPE_NAMES, f"dtype={self.dtype!r} must be one of {', '.join(DTYPE_NAMES)}"),
+                  (self.quantize in QUANTIZE, f"quantize={self.quantize!r} must be one of {', '.join(QUANTIZE)}"),
                   (stops is None or isinstance(stops, list) and all(isinstance(s, str) and s for s in stops),
                    f"stop={self.stop!r} must be a non-empty string or a list of them (e.g. 'stop=[a,b]')")])
 
@@ -82,6 +89,9 @@ def sample(cfg: SampleConfig, out: Optional[TextIO] = None, err: Optional[TextIO
     dtype = resolve_dtype(cfg.dtype, device)
     check_plot_folder(cfg.attention_plot)  # before the model loads: it may take long
     model, tokenizer, loaded = load_model(cfg.ckpt, cfg.runs_dir, device)
+    model.to(dtype)  # the weights in the sampling dtype: bf16 reads half of fp32's bytes per token
+    if cfg.quantize == "int8":
+        quantize_int8(model)  # a quarter of them
     check_plot_layer(cfg.attention_layer, model.config.n_layer)
     prompt = prompts.read_prompt(cfg.prompt)
     ids = prompts.prompt_tokens(tokenizer, prompt)  # the last check of the input: what follows is written out
@@ -90,12 +100,16 @@ def sample(cfg: SampleConfig, out: Optional[TextIO] = None, err: Optional[TextIO
     err.write(f"seed: {seed}\n" if cfg.seed is not None else f"seed: {seed} (seed={seed} repeats this sample)\n")
     use_cache = cfg.use_cache and cache_is_exact(model, err)
     ids = last_block(ids, model.config.block_size, err)
-    # the prompt's last 4 tokens: enough context for a tokenizer to decode the first new one as it reads in the text
+    # the prompt's last 4 tokens: context enough for a tokenizer to decode the first new one as in the text
     completions = prompts.Completions(tokenizer, prompt, stops, cfg.num_samples, out, cfg.stream, context=ids[-4:])
     generator = torch.Generator(device).manual_seed(seed)
-    with autocast(device, dtype):
-        steps, prefill_s, decode_s = stream_samples(model, ids, cfg, use_cache, generator, completions)
+    compiled = TimedCompile(model) if cfg.compile and use_cache else None
+    steps, prefill_s, decode_s = stream_samples(model, ids, cfg, use_cache, generator, completions, compiled)
     texts = completions.close()
+    if compiled is not None and compiled.error:
+        err.write(f"warning: torch.compile failed ({compiled.error}): decoded eagerly; compile=false skips it\n")
+    elif compiled is not None and compiled.seconds:
+        err.write(f"compile: the decode step in {compiled.seconds:.1f} s (not in the rates below)\n")
     if steps:
         err.write(speed_line(len(ids), cfg.num_samples, steps, prefill_s, decode_s, use_cache))
     if cfg.attention_plot:
@@ -109,24 +123,37 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 def stream_samples(model: GPT, ids: list[int], cfg: SampleConfig, use_cache: bool, generator: torch.Generator,
-           completions: prompts.Completions) -> tuple[int, float, float]:
+                   completions: prompts.Completions, compiled: Optional["TimedCompile"]) -> tuple[int, float, float]:
     """Give completions each new token until max_new_tokens or until every sample has stopped.
 
-    Returns the steps taken, the seconds to the first token (the prefill) and those of the steps after it.
+    Returns the steps taken, the seconds to the first token (the prefill, less any compiling) and those
+    of the steps after it.
     """
     idx = torch.tensor([ids], dtype=torch.long, device=generator.device)  # (1, T0)
     t0 = time.perf_counter()
     t_first, steps = t0, 0
     for token in generate_tokens(model, idx, cfg.max_new_tokens, cfg.num_samples, temperature=cfg.temperature,
-                                 top_k=cfg.top_k, top_p=cfg.top_p, generator=generator, use_cache=use_cache):
+                                 top_k=cfg.top_k, top_p=cfg.top_p, generator=generator, use_cache=use_cache,
+                                 compiled=compiled):
         steps += 1
         new = token[:, 0].tolist()  # (num_samples,): waits for the device, so the timings are real on a GPU too
         if steps == 1:
-            t_first = time.perf_counter()  # prefill done, first token sampled
+            t_first = time.perf_counter()  # prefill done (and any compiling), first token sampled
         completions.add(new)
         if completions.stopped:
             break
-    return steps, t_first - t0, time.perf_counter() - t_first
+    return steps, t_first - t0 - (compiled.seconds if compiled else 0.0), time.perf_counter() - t_first
+
+
+class TimedCompile(CompiledDecode):
+    """CompiledDecode, and how long compiling took (printed apart from the decode rate)."""
+
+    seconds = 0.0
+
+    def prepare(self, caches: list) -> None:
+        started = time.perf_counter()
+        super().prepare(caches)
+        self.seconds = time.perf_counter() - started
 
 
 def speed_line(prompt_len: int, num_samples: int, steps: int, prefill_s: float, decode_s: float,
@@ -173,14 +200,14 @@ def save_attention_plot(model: GPT, tokens: list[int], tokenizer, cfg: SampleCon
 
     tokens = tokens[: min(cfg.attention_tokens, model.config.block_size)]
     idx = torch.tensor([tokens], device=next(model.parameters()).device)
-    maps = model.attention_maps(idx)[:, 0]  # (n_layer, H, T, T)
+    maps = model.attention_maps(idx)[:, 0].float()  # (n_layer, H, T, T)
     kind = "causal" if model.config.causal else "bidirectional (causal=false)"
     plot_attention(maps, [tokenizer.decode([t]) for t in tokens], cfg.attention_plot, cfg.attention_layer,
                    title=f"{kind} attention over {len(tokens)} tokens: row = query, column = key")
     err.write(f"attention weights of the first {len(tokens)} tokens saved to {cfg.attention_plot}\n")
 
 
-def load_model(where: Optional[str], runs_dir: str, device: torch.device) -> tuple[GPT, object, str]:
+def load_model(where: Optional[str], runs_dir: str, device: torch.device) -> tuple[GPT, Any, str]:
     """The model and tokenizer of a checkpoint of train.py (trained on any device) or a Hugging Face Llama
     folder, and a line saying which; `where` as for `ckpt=`."""
     if where is not None and is_llama_folder(Path(where).expanduser()):

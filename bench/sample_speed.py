@@ -1,29 +1,40 @@
-"""Decode speed at batch 1: ropegpt with and without the KV cache, and transformers' Llama.
+"""Decode speed at batch 1 against the memory's bandwidth, and ropegpt against transformers' Llama.
 
-    python -m bench.sample_speed [--contexts 1 256 1024] [--new-tokens 64]
+    python -m bench.sample_speed                              # the table: dtypes, int8, both shapes
+    python -m bench.sample_speed --contexts 1 256 1024        # fp32, by context: with and without the cache
 
-The baby GPT's shape (6 layers, 6 heads, width 384, SwiGLU hidden 1024, vocabulary 65) with random
-weights, fp32, on this machine's CPU. Decode speed counts the tokens after the first: the prompt's
-prefill is timed apart. transformers (`pip install transformers`) is a benchmark-only extra: without
-it, its row is skipped. Its model is LlamaForCausalLM of the same shape (RoPE, RMSNorm, SwiGLU, no
-biases), run through `generate(..., use_cache=True)`, greedy.
+The table: the baby GPT's shape (model=small, vocabulary 65) and SmolLM2-135M's (bench/hf_parity.py's
+SHAPES), random weights, greedy, on this machine's CPU. Each ropegpt row is how `sample.py` runs:
+weights in fp32 or bf16 (`dtype=`), optionally int8 (`quantize=int8`, model/quantize.py). At batch 1
+each token reads every weight once (and the KV cache), so bytes per token x tokens/s is the memory
+traffic; the table gives it as a share of the bandwidth a large tensor copy reaches (read + write).
+
+Decode speed counts the tokens after the first: the prompt's prefill is timed apart. transformers
+(`pip install transformers`) is a benchmark-only extra: without it, its rows are skipped. Its model is
+LlamaForCausalLM of the same shape (RoPE, RMSNorm, SwiGLU, no biases), run through
+`generate(..., use_cache=True)`, greedy.
 """
 
 import argparse
 import statistics
 import time
+from typing import Optional
 
 import torch
 
 from bench import model_config
-from model.generate import generate_tokens
+from bench.hf_parity import SHAPES
+from model.generate import CompiledDecode, generate_tokens
 from model.gpt import GPT, GPTConfig
+from model.quantize import Int8Linear, quantize_int8
 from runtime.errors import exit_on_user_error
 
 
-def ropegpt_decode(model: GPT, prompt: torch.Tensor, new_tokens: int, use_cache: bool) -> float:
-    """Tokens/s of the decode phase: from the first sampled token to the last."""
-    stream = generate_tokens(model, prompt, new_tokens, temperature=0, use_cache=use_cache)
+def ropegpt_decode(model: GPT, prompt: torch.Tensor, new_tokens: int, use_cache: bool,
+                   compiled: Optional[CompiledDecode] = None) -> float:
+    """Tokens/s of the decode phase: from the first sampled token to the last (compiled: after compiling,
+    which happens before the first token)."""
+    stream = generate_tokens(model, prompt, new_tokens, temperature=0, use_cache=use_cache, compiled=compiled)
     next(stream)  # prefill and the first token
     t0 = time.perf_counter()
     n = sum(1 for _ in stream)
@@ -72,14 +83,107 @@ def build_llama(c: GPTConfig):
     return LlamaForCausalLM(cfg).eval()
 
 
+def bandwidths(gib: float = 1.0, repeats: int = 5) -> tuple[float, float]:
+    """Bytes/s of copying a large fp32 tensor (each byte read once and written once) and of summing it
+    (read only), the best of repeats each."""
+    src = torch.ones(int(gib * 2**30) // 4)
+    dst = torch.zeros_like(src)  # written once already: no page faults in the timed copies
+
+    def best(op) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            op()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    return 2 * src.numel() * 4 / best(lambda: dst.copy_(src)), src.numel() * 4 / best(src.sum)
+
+
+def bytes_per_token(model: GPT, context: int) -> float:
+    """What one decode step at batch 1 reads: every matrix of the blocks and the LM head (a tied head is
+    the embedding table), the norms, and the KV cache of `context` positions."""
+    c = model.config
+    weights = sum(b.numel() * b.element_size() for m in model.modules() if isinstance(m, Int8Linear)
+                  for b in (m.weight, m.scale))
+    weights += sum(p.numel() * p.element_size() for n, p in model.named_parameters() if n != "tok_emb.weight")
+    if isinstance(model.lm_head, torch.nn.Linear) and model.lm_head.weight is model.tok_emb.weight:  # tied
+        weights += model.tok_emb.weight.numel() * model.tok_emb.weight.element_size()
+    cache = 2 * c.n_layer * c.kv_heads * c.head_dim * context * model.tok_emb.weight.element_size()
+    return weights + cache
+
+
+def smollm2_config(block_size: int) -> GPTConfig:
+    s = SHAPES["smollm2_135m"]
+    return GPTConfig(vocab_size=s["vocab_size"], block_size=block_size, n_layer=s["num_hidden_layers"],
+                     n_head=s["num_attention_heads"], n_kv_head=s["num_key_value_heads"], n_embd=s["hidden_size"],
+                     mlp_hidden=s["intermediate_size"], rope_base=s["rope_theta"], norm_eps=s["rms_norm_eps"],
+                     tie_weights=s["tie_word_embeddings"])
+
+
+def table(args) -> None:
+    """Every shape x (ropegpt fp32, bf16, int8 with each, eager and compiled; transformers fp32, bf16),
+    alternated repeats times."""
+    torch._dynamo.config.cache_size_limit = 64  # one compiled decode step per model: 4 per shape
+    bandwidth, read = bandwidths()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch 1, greedy, a {args.prompt}-token "
+          f"prompt, {args.new_tokens} new tokens; median of {args.repeats} alternated runs; a 1 GiB copy: "
+          f"{bandwidth / 1e9:.1f} GB/s (read + write), its sum: {read / 1e9:.1f} GB/s (read)")
+    print("| shape | implementation | weights | tokens/s | MB per token | GB/s | share of the copy's GB/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    length = args.prompt + args.new_tokens
+    for shape, config in (("model=small", model_config("small", block_size=length)),
+                          ("SmolLM2-135M", smollm2_config(length))):
+        torch.manual_seed(0)
+        base = GPT(config).eval()
+        rows = {}  # (implementation, weights) -> how to decode once, returning tokens/s
+        prompt = torch.randint(0, config.vocab_size, (1, args.prompt))
+        for dtype in (torch.float32, torch.bfloat16):
+            for int8 in (False, True):
+                model = GPT(config).eval()
+                model.load_state_dict(base.state_dict())
+                model = quantize_int8(model.to(dtype)) if int8 else model.to(dtype)
+                weights = ("int8, " if int8 else "") + str(dtype).removeprefix("torch.")
+                compiled = CompiledDecode(model)
+                rows[("ropegpt", weights)] = (model, lambda m=model: ropegpt_decode(m, prompt, args.new_tokens, True))
+                rows[("ropegpt, compiled", weights)] = (model, lambda m=model, c=compiled: ropegpt_decode(
+                    m, prompt, args.new_tokens, True, c))
+        try:
+            for dtype in (torch.float32, torch.bfloat16):
+                llama = build_llama(config).to(dtype)
+                rows[("transformers", str(dtype).removeprefix("torch."))] = (
+                    None, lambda m=llama: llama_decode(m, prompt, args.new_tokens))
+        except ImportError:
+            pass
+        for _, decode in rows.values():
+            decode()  # warm-up, and compiling for the compiled rows
+        speeds = {key: [] for key in rows}
+        for _ in range(args.repeats):  # alternate: A B C ... A B C, so a slow minute hits every row alike
+            for key, (_, decode) in rows.items():
+                speeds[key].append(decode())
+        for (impl, weights), (model, _) in rows.items():
+            speed = statistics.median(speeds[(impl, weights)])
+            if model is None:
+                print(f"| {shape} | {impl} | {weights} | {speed:,.1f} | | | |")
+                continue
+            traffic = bytes_per_token(model, args.prompt + args.new_tokens // 2)
+            print(f"| {shape} | {impl} | {weights} | {speed:,.1f} | {traffic / 1e6:,.1f} | "
+                  f"{traffic * speed / 1e9:.1f} | {traffic * speed / bandwidth:.0%} |")
+        torch._dynamo.reset()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--contexts", type=int, nargs="+", default=[1, 256, 1024])
+    p.add_argument("--contexts", type=int, nargs="+", help="the sweep: fp32 decode at these context lengths")
+    p.add_argument("--prompt", type=int, default=16, help="the table's prompt length")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--no-cache-tokens", type=int, default=16, help="fewer: recomputing is slow")
     p.add_argument("--repeats", type=int, default=3, help="each speed is the median of this many runs")
     args = p.parse_args()
     torch.manual_seed(0)
+    if not args.contexts:
+        table(args)
+        return
     max_len = max(args.contexts) + args.new_tokens
     model = GPT(model_config("small", block_size=max_len)).eval()  # a context long enough never to slide
     try:

@@ -113,13 +113,16 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 # ----------------------------------------------------------------------------------------------
 
 
-def causal_mask(T: int, S: int, device: torch.device | None = None) -> torch.Tensor:
+def causal_mask(T: int, S: int, device: torch.device | None = None,
+                q_pos: torch.Tensor | None = None) -> torch.Tensor:
     """Boolean (T, S): True where query i (at absolute position S - T + i) may see key j.
 
     The queries are the *last* T of the S positions (bottom-right aligned): with P = S - T tokens in
     the cache, query P + i sees keys 0..P + i. When T == S this is the usual lower triangle.
+    q_pos (T,): the queries' positions when they are not the last T, as with a static cache, whose S is
+    its max_len: the slots not written yet lie after every query, so the same rule hides them.
     """
-    q_pos = torch.arange(S - T, S, device=device)  # (T,) absolute positions of the queries
+    q_pos = torch.arange(S - T, S, device=device) if q_pos is None else q_pos  # (T,) the queries' positions
     k_pos = torch.arange(S, device=device)  # (S,) absolute positions of the keys
     return k_pos[None, :] <= q_pos[:, None]  # (T, S)
 
@@ -129,12 +132,14 @@ def causal_mask(T: int, S: int, device: torch.device | None = None) -> torch.Ten
 # ----------------------------------------------------------------------------------------------
 
 
-def attention_weights(q: torch.Tensor, k: torch.Tensor, causal: bool = True) -> torch.Tensor:
-    """Steps (5)-(6): A = softmax(q k^T / sqrt(D) + M), (B, H, T, S). q (B, H, T, D), k (B, H, S, D)."""
+def attention_weights(q: torch.Tensor, k: torch.Tensor, causal: bool = True,
+                      q_pos: torch.Tensor | None = None) -> torch.Tensor:
+    """Steps (5)-(6): A = softmax(q k^T / sqrt(D) + M), (B, H, T, S). q (B, H, T, D), k (B, H, S, D);
+    q_pos as for `causal_mask`."""
     T, S, D = q.size(-2), k.size(-2), q.size(-1)
     scores = q @ k.transpose(-2, -1) / math.sqrt(D)  # (5) (B, H, T, S)
     if causal:
-        scores = scores.masked_fill(~causal_mask(T, S, q.device), float("-inf"))  # (5) + M
+        scores = scores.masked_fill(~causal_mask(T, S, q.device, q_pos), float("-inf"))  # (5) + M
     return torch.softmax(scores.float(), dim=-1).type_as(q)  # (6) (B, H, T, S), softmax in fp32
 
 
@@ -147,9 +152,10 @@ def repeat_kv(k: torch.Tensor, n_head: int) -> torch.Tensor:
 
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True, impl: str = "sdpa",
-    dropout_p: float = 0.0,
+    dropout_p: float = 0.0, q_pos: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Steps (4)-(7) for q (B, H, T, D) and k, v (B, Hkv, S, D) with S >= T; returns y (B, H, T, D).
+    q_pos: the queries' positions, with a static cache (see `causal_mask`).
 
     impl="explicit" repeats K/V to H heads and materialises the (T, S) weights; impl="sdpa" calls the
     fused kernel, which reads each K/V head for its G query heads without copying (enable_gqa).
@@ -158,7 +164,7 @@ def attention(
     """
     if impl == "explicit":
         k, v = repeat_kv(k, q.size(1)), repeat_kv(v, q.size(1))  # (4) (B, H, S, D)
-        weights = attention_weights(q, k, causal)  # (5)-(6) (B, H, T, S)
+        weights = attention_weights(q, k, causal, q_pos)  # (5)-(6) (B, H, T, S)
         if dropout_p:
             weights = F.dropout(weights, dropout_p)
         return weights @ v  # (7) (B, H, T, S) @ (B, H, S, D) -> (B, H, T, D)
@@ -167,6 +173,8 @@ def attention(
         kw = dict(dropout_p=dropout_p, enable_gqa=k.size(1) != q.size(1))
         if not causal:
             return F.scaled_dot_product_attention(q, k, v, **kw)  # (4)-(7), no mask
+        if q_pos is not None:  # a static cache: the mask comes from the positions
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, S, q.device, q_pos), **kw)
         if T == S:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, **kw)  # (4)-(7)
         if T == 1:  # one new token, the last position: it may see every key, so the mask is all True
@@ -214,6 +222,15 @@ class KVCache:
         self.v[:, :, P : P + T] = v  # (3)
         self.length = P + T
         return self.k[:, :, : P + T], self.v[:, :, : P + T]  # (3) (B, Hkv, S, D)
+
+    def write(self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(3) with static shapes, for a compiled decode step: write k, v (B, Hkv, T, D) at positions
+        pos (T,), a tensor, and return the whole cache, (B, Hkv, max_len, D). Its shapes never change with
+        the text's length (one compiled graph; on CUDA, one CUDA graph); the mask (`causal_mask` with
+        q_pos) hides the slots after pos. `length` is the caller's to keep."""
+        self.k.index_copy_(2, pos, k)  # (3) write at positions pos
+        self.v.index_copy_(2, pos, v)  # (3)
+        return self.k, self.v  # (3) (B, Hkv, max_len, D)
 
     def reset(self) -> None:
         self.length = 0
@@ -267,8 +284,9 @@ class CausalSelfAttention(nn.Module):
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v  # (2) shapes unchanged
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None) -> torch.Tensor:
-        """x (B, T, C) at positions P..P+T-1, where P = cache.length (0 without a cache).
+                cache: KVCache | None = None, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, C) at positions P..P+T-1, where P = cache.length (0 without a cache); or, given pos
+        (T,), at those positions of a static cache (`KVCache.write`).
 
         cos, sin: `rope_tables` of those T positions, (T, D).
         """
@@ -278,9 +296,9 @@ class CausalSelfAttention(nn.Module):
                              "output depends on later tokens, so cached keys/values go stale")
         q, k, v = self.project(x, cos, sin)  # (1)-(2)
         if cache is not None:
-            k, v = cache.update(k, v)  # (3) (B, Hkv, S, D)
+            k, v = cache.update(k, v) if pos is None else cache.write(pos, k, v)  # (3) (B, Hkv, S, D)
         p = self.dropout if self.training else 0.0
-        y = attention(q, k, v, causal=self.causal, impl=self.impl, dropout_p=p)  # (4)-(7) (B, H, T, D)
+        y = attention(q, k, v, causal=self.causal, impl=self.impl, dropout_p=p, q_pos=pos)  # (4)-(7) (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (8) concat heads: (B, H, T, D) -> (B, T, H*D = C)
         return self.wo(y)  # (8) (B, T, C)
 

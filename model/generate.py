@@ -57,11 +57,52 @@ def prefill(model: GPT, idx: torch.Tensor, caches: Optional[list[KVCache]]) -> t
     return logits[:, -1]  # (B, V)
 
 
-def decode_one_token(model: GPT, token: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
-    """One token per row, token (B, 1), through the caches (which grow by one position): its logits (B, V)."""
+def decode_one_token(model: GPT, token: torch.Tensor, caches: list[KVCache],
+                     pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One token per row, token (B, 1), through the caches (which grow by one position): its logits (B, V).
+    pos (1,): its position, written in place into static caches (`KVCache.write`): the shapes then never
+    change, which is what a compiled step wants."""
     with sdpa_kernel(DECODE_KERNELS):
-        logits, _ = model(token, kv_caches=caches)  # (B, 1, V)
+        logits, _ = model(token, kv_caches=caches, pos=pos)  # (B, 1, V)
     return logits[:, -1]  # (B, V)
+
+
+class CompiledDecode:
+    """decode_one_token compiled alone, for static caches: by inductor, and on CUDA with CUDA graphs
+    (mode="reduce-overhead": a small model's ~60 kernel launches per token become one graph replay).
+
+    `prepare(caches)` compiles it for those caches (their tensors marked static: written in place, never
+    reallocated) with one call that writes at the last slot, which every real step overwrites before the
+    mask lets a query see it. It records the error that stopped it, if any: then the step runs eagerly,
+    with the same static caches.
+    """
+
+    def __init__(self, model: GPT):
+        self.model, self.step = model, decode_one_token
+        self.error: Optional[str] = None
+
+    def prepare(self, caches: list[KVCache]) -> None:
+        device = caches[0].k.device
+        for cache in caches:
+            torch._dynamo.mark_static_address(cache.k)
+            torch._dynamo.mark_static_address(cache.v)
+        step = torch.compile(decode_one_token, mode="reduce-overhead" if device.type == "cuda" else None,
+                             fullgraph=True)
+        token = torch.zeros(caches[0].k.size(0), 1, dtype=torch.long, device=device)  # (B, 1)
+        try:
+            step(self.model, token, caches, torch.tensor([caches[0].max_len - 1], device=device))
+            self.step = step
+        except Exception as e:  # a missing C++ compiler, an unsupported GPU, an op inductor cannot lower
+            torch._dynamo.reset()
+            self.error = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+
+    def __call__(self, token: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
+        """decode_one_token at the caches' length, which then grows by one."""
+        length = caches[0].length
+        logits = self.step(self.model, token, caches, torch.tensor([length], device=token.device))
+        for cache in caches:
+            cache.length = length + 1
+        return logits.clone()  # CUDA graphs reuse their output's memory at the next replay
 
 
 # ----------------------------------------------------------------------------------------------
@@ -123,7 +164,8 @@ def slide_window(start: int, length: int, block_size: int) -> int:
 @torch.inference_mode()
 def generate_tokens(model: GPT, prompt: torch.Tensor, max_new_tokens: int, num_samples: int = 1,
                     temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
-                    generator: Optional[torch.Generator] = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
+                    generator: Optional[torch.Generator] = None, use_cache: bool = True,
+                    compiled: Optional[CompiledDecode] = None) -> Iterator[torch.Tensor]:
     """Yield max_new_tokens tokens, (N, 1) each with N = B * num_samples rows, continuing prompt (B, T0).
 
     Row r continues prompt row r // num_samples: each prompt is prefilled once, then its KV caches are
@@ -132,7 +174,8 @@ def generate_tokens(model: GPT, prompt: torch.Tensor, max_new_tokens: int, num_s
     outgrow it, the caches are emptied and the last 3/4 block_size tokens are prefilled again.
     use_cache=False recomputes the window from scratch for every token (kept to compare against: the
     tokens are the same). generator: a torch.Generator on the model's device (torch.multinomial
-    requires it there). Call model.eval() first.
+    requires it there). compiled: a CompiledDecode of model, prepared here for the caches once they hold
+    the prompt, then used for every decode step (the same tokens as eager). Call model.eval() first.
     """
     check_sampling_args(temperature, top_k, top_p)
     if max_new_tokens < 0:
@@ -152,6 +195,8 @@ def generate_tokens(model: GPT, prompt: torch.Tensor, max_new_tokens: int, num_s
         if num_samples > 1:
             caches = [cache.repeat_batch(num_samples) for cache in caches]
             logits = logits.repeat_interleave(num_samples, dim=0)  # (B * num_samples, V)
+        if compiled is not None and max_new_tokens > 1:
+            compiled.prepare(caches)
     else:
         logits = prefill(model, idx[:, start:], None)  # (B * num_samples, V)
     for i in range(max_new_tokens):
@@ -162,7 +207,10 @@ def generate_tokens(model: GPT, prompt: torch.Tensor, max_new_tokens: int, num_s
         idx = torch.cat([idx, next_token], dim=1)  # (N, L): L tokens so far
         new_start = slide_window(start, idx.size(1), block_size)
         if caches is not None and new_start == start:
-            logits = decode_one_token(model, next_token, caches)  # (N, V)
+            if compiled is not None:
+                logits = compiled(next_token, caches)  # (N, V)
+            else:
+                logits = decode_one_token(model, next_token, caches)  # (N, V)
         else:  # without a cache, the whole window from scratch; with one, the slid window prefilled again
             for cache in caches or []:
                 cache.reset()

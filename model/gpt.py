@@ -128,9 +128,9 @@ class Block(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: Optional[KVCache] = None) -> torch.Tensor:
-        """x (B, T, C) -> (B, T, C); cos, sin (T, D): RoPE tables of x's positions."""
-        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, cache))  # (B, T, C)
+                cache: Optional[KVCache] = None, pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C); cos, sin (T, D): RoPE tables of x's positions (pos: with a static cache)."""
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, cache, pos))  # (B, T, C)
         x = x + self.dropout(self.mlp(self.mlp_norm(x)))  # (B, T, C)
         return x
 
@@ -180,22 +180,23 @@ class GPT(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=std)
 
     def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None,
-                kv_caches: Optional[list[KVCache]] = None):
+                kv_caches: Optional[list[KVCache]] = None, pos: Optional[torch.Tensor] = None):
         """idx (B, T) token ids -> logits (B, T, V) and, given targets (B, T), the mean cross-entropy.
 
         With kv_caches (one per layer, from `new_kv_caches`), idx holds the T tokens that follow the P
-        already cached, and the caches grow by T. Targets equal to -1 are ignored.
+        already cached, and the caches grow by T. pos (T,), a tensor: the tokens' positions instead, for
+        a compiled decode step with static shapes (`KVCache.write`). Targets equal to -1 are ignored.
         """
         B, T = idx.shape
-        P = 0 if kv_caches is None else kv_caches[0].length
-        if P + T > self.config.block_size:
+        P = 0 if kv_caches is None or pos is not None else kv_caches[0].length
+        if pos is None and P + T > self.config.block_size:
             raise ValueError(f"{P} cached + {T} new tokens exceed block_size={self.config.block_size}")
-        # RoPE tables for positions P..P+T-1, computed once here and shared by every layer
-        cos, sin = rope_tables(torch.arange(P, P + T, device=idx.device), self.config.head_dim,
-                               self.config.rope_base)  # (T, D) each
+        # RoPE tables for positions P..P+T-1 (or pos), computed once here and shared by every layer
+        positions = torch.arange(P, P + T, device=idx.device) if pos is None else pos  # (T,)
+        cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_base)  # (T, D) each
         x = self.emb_dropout(self.tok_emb(idx))  # (B, T, C)
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, None if kv_caches is None else kv_caches[i])  # (B, T, C)
+            x = block(x, cos, sin, None if kv_caches is None else kv_caches[i], pos)  # (B, T, C)
         logits = self.lm_head(self.norm(x))  # (B, T, V)
         loss = None
         if targets is not None:
@@ -226,10 +227,10 @@ class GPT(nn.Module):
         model's device (call this inside the autocast context), else the weights' dtype.
         """
         max_len = self.config.block_size if max_len is None else max_len
-        device = self.lm_head.weight.device
+        device = self.tok_emb.weight.device  # the embedding's dtype is the activations' (a head may be int8)
         if dtype is None:
             autocast = torch.is_autocast_enabled(device.type)
-            dtype = torch.get_autocast_dtype(device.type) if autocast else self.lm_head.weight.dtype
+            dtype = torch.get_autocast_dtype(device.type) if autocast else self.tok_emb.weight.dtype
         return [b.attn.new_cache(batch_size, max_len, device, dtype) for b in self.blocks]
 
     # ------------------------------------------------------------------------------------------

@@ -160,6 +160,8 @@ SAMPLE_CASES = [
     ("stop=''", "stop='' must be a non-empty string or a list of them"),
     ("stop=5", "stop=5 must be a non-empty string or a list of them"),
     ("use_cache=maybe", "use_cache=maybe: Value 'maybe' is not a valid bool"),
+    ("quantize=int4", "quantize='int4' must be one of none, int8"),
+    ("compile=maybe", "compile=maybe: Value 'maybe' is not a valid bool"),
     ("temprature=0.5", "unknown setting temprature: did you mean temperature?"),
     ("model=small", "unknown setting model"),
     ("ckpt={home}/nothing.pt", "no checkpoint at {home}/nothing.pt"),

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from model.generate import (complete, decode_one_token, generate, generate_tokens, prefill, sample_next_token,
-                            slide_window)
+from model.generate import (CompiledDecode, complete, decode_one_token, generate, generate_tokens, prefill,
+                            sample_next_token, slide_window)
 from model.gpt import GPT
 from tests.helpers import tiny_model as tiny
 
@@ -204,3 +204,54 @@ def test_one_token_decode_steps_never_use_cudnn_attention_and_prefill_may(monkey
     assert seen[:layers] == [(5, True)] * layers  # the prefill: any kernel
     assert seen[layers:] == [(1, False)] * (3 * layers)  # three decode steps: never cuDNN
     assert torch.backends.cuda.cudnn_sdp_enabled()  # restored afterwards
+
+
+# ---------------------------------------------------------------------------------------------
+# A static KV cache and a compiled decode step (sample.py compile=true)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("impl", ["explicit", "sdpa"])
+def test_a_static_cache_written_at_positions_equals_the_growing_cache(impl):
+    """KVCache.write at a position tensor, attending over all max_len slots with the mask from positions,
+    gives the logits of KVCache.update's growing cache (fp32: float summation order apart, ~1e-7)."""
+    model = tiny(attn_impl=impl).eval()
+    x = torch.randint(0, 65, (2, 10))  # (B, T): a 6-token prompt, then 4 tokens decoded
+    with torch.no_grad():
+        growing, static = model.new_kv_caches(2, 16), model.new_kv_caches(2, 16)
+        prefill(model, x[:, :6], growing), prefill(model, x[:, :6], static)
+        for t in range(6, 10):
+            want = decode_one_token(model, x[:, t : t + 1], growing)  # (B, V)
+            got = decode_one_token(model, x[:, t : t + 1], static, pos=torch.tensor([t]))  # (B, V)
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_compiled_decode_step_gives_the_eager_tokens_through_samples_and_a_sliding_window():
+    """CompiledDecode (inductor on a CPU, as sample.py compile=true) against eager decoding: greedy and
+    sampled tokens equal, with 3 samples of each of 2 prompts and a text that outgrows the context."""
+    torch._dynamo.reset()
+    model = tiny().eval()
+    prompt = torch.randint(0, 65, (2, 5))
+    n = model.config.block_size + 8  # past the context: the window slides and is prefilled again
+    for controls in (dict(temperature=0), dict(temperature=1.0, top_k=10)):
+        eager = complete(model, prompt, n, 3, generator=torch.Generator().manual_seed(1), **controls)
+        compiled = CompiledDecode(model)
+        tokens = complete(model, prompt, n, 3, generator=torch.Generator().manual_seed(1), compiled=compiled,
+                          **controls)
+        assert compiled.error is None and compiled.step is not decode_one_token
+        assert torch.equal(tokens, eager)
+
+
+def test_a_decode_step_that_cannot_compile_runs_eagerly_with_the_reason(monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def fails(*args):
+            raise RuntimeError("no C++ compiler here")
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    model, prompt = tiny().eval(), torch.randint(0, 65, (1, 4))
+    compiled = CompiledDecode(model)
+    tokens = complete(model, prompt, 12, temperature=0, compiled=compiled)
+    assert compiled.error == "RuntimeError: no C++ compiler here" and compiled.step is decode_one_token
+    assert torch.equal(tokens, complete(model, prompt, 12, temperature=0))

@@ -245,3 +245,16 @@ def test_stderr_names_the_checkpoint_first_and_a_printed_fresh_seed_repeats_the_
     assert again == first and err_again.splitlines()[1] == f"seed: {seed}"
     others = {run(ckpt, *args)[0][0] for _ in range(3)}
     assert len(others | {first[0]}) > 1  # fresh seeds: not the same text every run
+
+
+@pytest.mark.slow
+def test_compile_true_prints_the_same_text_and_its_compile_time_on_a_line_of_its_own(ckpt):
+    """sample.py compile=true: the decode step compiled (inductor here), greedy and sampled text as eager,
+    several samples and a window that slides past the context of 16; the compile time is said apart."""
+    for controls in (["temperature=0"], ["seed=3", "num_samples=2"]):
+        args = ["prompt=ROMEO:", "max_new_tokens=40", *controls]
+        eager, _, _ = run(ckpt, *args)
+        compiled, _, err = run(ckpt, *args, "compile=true")
+        assert compiled == eager
+        said = [line for line in err.splitlines() if line.startswith("compile: the decode step in ")]
+        assert len(said) == 1 and said[0].endswith(" s (not in the rates below)")
