@@ -137,6 +137,7 @@ def table(args) -> None:
         torch.manual_seed(0)
         base = GPT(config).eval()
         rows = {}  # (implementation, weights) -> how to decode once, returning tokens/s
+        fallbacks = {}  # the compiled rows' CompiledDecode: its error, if compiling failed
         prompt = torch.randint(0, config.vocab_size, (1, args.prompt))
         for dtype in (torch.float32, torch.bfloat16):
             for int8 in (False, True):
@@ -148,6 +149,7 @@ def table(args) -> None:
                 rows[("ropegpt", weights)] = (model, lambda m=model: ropegpt_decode(m, prompt, args.new_tokens, True))
                 rows[("ropegpt, compiled", weights)] = (model, lambda m=model, c=compiled: ropegpt_decode(
                     m, prompt, args.new_tokens, True, c))
+                fallbacks[("ropegpt, compiled", weights)] = compiled
         try:
             for dtype in (torch.float32, torch.bfloat16):
                 llama = build_llama(config).to(dtype)
@@ -167,6 +169,9 @@ def table(args) -> None:
                 print(f"| {shape} | {impl} | {weights} | {speed:,.1f} | | | |")
                 continue
             traffic = bytes_per_token(model, args.prompt + args.new_tokens // 2)
+            failed = fallbacks.get((impl, weights))
+            if failed is not None and failed.error:
+                impl = f"ropegpt, compile failed, eager ({failed.error[:60]})"
             print(f"| {shape} | {impl} | {weights} | {speed:,.1f} | {traffic / 1e6:,.1f} | "
                   f"{traffic * speed / 1e9:.1f} | {traffic * speed / bandwidth:.0%} |")
         torch._dynamo.reset()

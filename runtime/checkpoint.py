@@ -6,6 +6,7 @@ A checkpoint is a dict of plain Python values and tensors (no pickled classes), 
 """
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -85,7 +86,9 @@ def link_checkpoint(src: Path, dest: Path) -> None:
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint written by save_checkpoint, refusing anything else with a clear message."""
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # bytes that look like an old pickle make torch warn first: one line only
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, random bytes, pickled classes: all unusable here
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]}). "
                               "It may be truncated or corrupt: use another one, e.g. checkpoints/best.pt "

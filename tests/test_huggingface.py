@@ -355,3 +355,24 @@ def test_a_damaged_folder_is_one_line_and_exit_2(make_folder, tmp_path, damage, 
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     [line] = r.stderr.strip().splitlines()
     assert line.startswith("error: ") and message in line
+
+
+@pytest.mark.slow
+def test_a_folder_samples_with_int8_weights_and_a_compiled_decode_step(make_folder):
+    """sample.py ckpt=FOLDER (a tied head, two samples): compile=true writes what eager decoding does
+    (fp32: the same greedy text), and dtype=bf16 quantize=int8 compile=true compiles (no fallback) and
+    says how long that took. (bf16 kernels fused otherwise round otherwise: near-ties may go either
+    way, so its text is not compared.)"""
+    folder = make_folder(2, tie=True)
+    args = [f"ckpt={folder}", "prompt=ROMEO: how", "temperature=0", "max_new_tokens=20", "num_samples=2"]
+
+    def run(*extra: str) -> tuple[list[str], str]:
+        err = io.StringIO()
+        return sample(compose("sample", SampleConfig, args + list(extra)), io.StringIO(), err), err.getvalue()
+
+    eager, _ = run()
+    compiled, err = run("compile=true")
+    assert compiled == eager and len(eager) == 2 and "compile: the decode step in " in err
+    fast, err = run("dtype=bf16", "quantize=int8", "compile=true")
+    assert "compile: the decode step in " in err and "warning" not in err
+    assert len(fast) == 2 and all(t.startswith("ROMEO: how") and len(t) > len("ROMEO: how") for t in fast)

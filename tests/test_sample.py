@@ -169,7 +169,9 @@ def test_bad_checkpoints_are_refused_with_the_reason(ckpt, tmp_path):
 
 def test_the_command_exits_2_with_the_message_and_no_traceback(ckpt, tmp_path):
     (tmp_path / "corrupt.pt").write_bytes(os.urandom(300))
+    (tmp_path / "old_pickle.pt").write_bytes(b"\x80\x05" + os.urandom(298))  # a pickle protocol torch warns of
     for overrides, message, cwd in [([f"ckpt={tmp_path}/corrupt.pt"], "not a readable checkpoint", REPO),
+                                    ([f"ckpt={tmp_path}/old_pickle.pt"], "not a readable checkpoint", REPO),
                                     ([f"ckpt={ckpt}", "prompt='héllo@'"], "not in the 61-character vocabulary", REPO),
                                     ([], "no runs under outputs/", tmp_path)]:
         r = run_cli(*overrides, cwd=cwd)
