@@ -10,7 +10,8 @@
    tokens/s, MFU, peak memory and compile time, from train.py itself.
 3. Numerics: the first --check-steps losses of that recipe compiled in bf16 against eager fp32 from
    the same seed, within --tolerance.
-4. Decode: sample.py's cached decode at batch 1 from the run of (2), tokens/s.
+4. Decode: sample.py's cached decode at batch 1 from the run of (2), tokens/s: as it is, with
+   compile=true (CUDA graphs), quantize=int8, and both; the compile time beside a compiled row.
 
 --device cpu runs the same checks on the CPU with model=tiny (what the tests do, so the script is
 known to work before a GPU runs it).
@@ -139,14 +140,21 @@ def main() -> None:
         rows.append((f"numerics: largest loss difference, bf16 compiled vs fp32 eager, {n} steps",
                      f"{worst:.2e} ({'within' if worst <= args.tolerance else 'OUTSIDE'} {args.tolerance})"))
 
-        # 4. cached decode at batch 1
+        # 4. cached decode at batch 1: as sample.py runs it, then with int8 weights, each eager and compiled
         from sample import SampleConfig, sample
 
-        err = io.StringIO()
-        sample(compose("sample", SampleConfig, [f"ckpt={run}", "prompt=ROMEO:", f"max_new_tokens={args.decode_tokens}",
-                                                f"device={args.device}", "stream=false"]), io.StringIO(), err)
-        decode = re.search(r"decode: .*?\(([\d,]+) tokens/s\)", err.getvalue())
-        rows.append(("decode at batch 1 (KV cache): tokens/s", decode.group(1) if decode else err.getvalue()[-200:]))
+        for extra in ([], ["compile=true"], ["quantize=int8"], ["quantize=int8", "compile=true"]):
+            err = io.StringIO()
+            settings = [f"ckpt={run}", "prompt=ROMEO:", f"max_new_tokens={args.decode_tokens}", f"device={args.device}",
+                        "stream=false", *extra]
+            sample(compose("sample", SampleConfig, settings), io.StringIO(), err)
+            said = err.getvalue()
+            decode = re.search(r"decode: .*?\(([\d,]+) tokens/s\)", said)
+            compiled = re.search(r"compile: the decode step in ([\d.]+ s)", said)
+            note = (f" (compiled in {compiled.group(1)})" if compiled else
+                    " (compile failed: eager)" if "torch.compile failed" in said else "")
+            rows.append((f"decode at batch 1 (KV cache{', ' if extra else ''}{' '.join(extra)}): tokens/s",
+                         (decode.group(1) + note) if decode else said[-200:]))
 
         name = torch.cuda.get_device_name(device) if on_gpu else "CPU"
         print(f"\n| {name}, torch {torch.__version__} | |\n| --- | --- |")

@@ -2,6 +2,7 @@
 
 import importlib
 import pkgutil
+import re
 
 import pytest
 import torch
@@ -49,6 +50,8 @@ def test_gpu_check_runs_its_four_checks_end_to_end_on_the_cpu(data_root):
                     "--decode-tokens", "10", "--data-root", str(data_root), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     table = [line for line in r.stdout.splitlines() if line.startswith("| ")]
-    assert len(table) == 12 and all(line.count("|") == 3 for line in table), table
+    assert len(table) == 15 and all(line.count("|") == 3 for line in table), table
+    decodes = [line for line in table if line.startswith("| decode at batch 1")]
+    assert len(decodes) == 4 and all(re.search(r"\| [\d,]+( \(.*\))? \|$", line) for line in decodes), decodes
     assert sum("SDPA backend" in line and "unknown" not in line for line in table) == 4
     assert "(within 0.05)" in r.stdout
