@@ -26,6 +26,7 @@ from bench import model_config
 from bench.hf_parity import SHAPES
 from model.generate import CompiledDecode, generate_tokens
 from model.gpt import GPT, GPTConfig
+from model.llama import gpt_config
 from model.quantize import Int8Linear, quantize_int8
 from runtime.errors import exit_on_user_error
 
@@ -114,11 +115,8 @@ def bytes_per_token(model: GPT, context: int) -> float:
 
 
 def smollm2_config(block_size: int) -> GPTConfig:
-    s = SHAPES["smollm2_135m"]
-    return GPTConfig(vocab_size=s["vocab_size"], block_size=block_size, n_layer=s["num_hidden_layers"],
-                     n_head=s["num_attention_heads"], n_kv_head=s["num_key_value_heads"], n_embd=s["hidden_size"],
-                     mlp_hidden=s["intermediate_size"], rope_base=s["rope_theta"], norm_eps=s["rms_norm_eps"],
-                     tie_weights=s["tie_word_embeddings"])
+    """SmolLM2-135M's shape (its published config.json values), read as model/llama.py reads a folder's."""
+    return gpt_config({"model_type": "llama", **SHAPES["smollm2_135m"]}, block_size=block_size)
 
 
 def table(args) -> None:
