@@ -1,13 +1,15 @@
 """Decode speed at batch 1 against the memory's bandwidth, and ropegpt against transformers' Llama.
 
     python -m bench.sample_speed                              # the table: dtypes, int8, both shapes
+    python -m bench.sample_speed --torchao                    # and torchao's int8 (pip install torchao)
     python -m bench.sample_speed --contexts 1 256 1024        # fp32, by context: with and without the cache
 
 The table: the baby GPT's shape (model=small, vocabulary 65) and SmolLM2-135M's (bench/hf_parity.py's
 SHAPES), random weights, greedy, on this machine's CPU. Each ropegpt row is how `sample.py` runs:
 weights in fp32 or bf16 (`dtype=`), optionally int8 (`quantize=int8`, model/quantize.py). At batch 1
 each token reads every weight once (and the KV cache), so bytes per token x tokens/s is the memory
-traffic; the table gives it as a share of the bandwidth a large tensor copy reaches (read + write).
+traffic; the table gives it as a share of the bandwidth a large tensor copy reaches (read + write),
+beside the tokens/s of the model's matmuls alone (`weight_streaming_floor`): what the kernels allow.
 
 Decode speed counts the tokens after the first: the prompt's prefill is timed apart. transformers
 (`pip install transformers`) is a benchmark-only extra: without it, its rows are skipped. Its model is
@@ -43,13 +45,15 @@ def ropegpt_decode(model: GPT, prompt: torch.Tensor, new_tokens: int, use_cache:
 
 
 def weight_streaming_floor(model: GPT, repeats: int = 50) -> float:
-    """Tokens/s if decoding did nothing but its matmuls: one (1, in) x (in, out) product per Linear.
+    """Tokens/s if decoding did nothing but its matmuls: one (1, in) x (in, out) product per linear layer
+    (nn.Linear or Int8Linear), in the model's dtype, each matrix a different one as in a real token.
 
-    At batch 1 every weight is read once per token, so this is the memory-bandwidth ceiling for any
-    fp32 implementation of this model on this machine, cache or no cache, ropegpt or transformers.
+    At batch 1 every weight is read once per token, so this is the ceiling the matmul kernels set for
+    this model on this machine, cache or no cache, before attention, norms and the rest are counted.
     """
-    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    inputs = {m.in_features: torch.randn(1, m.in_features) for m in layers}
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, Int8Linear))]
+    dtype = model.tok_emb.weight.dtype
+    inputs = {m.in_features: torch.randn(1, m.in_features, dtype=dtype) for m in layers}
     with torch.inference_mode():
         for _ in range(5):
             for m in layers:
@@ -114,6 +118,20 @@ def bytes_per_token(model: GPT, context: int) -> float:
     return weights + cache
 
 
+def torchao_int8(config: GPTConfig, base: GPT) -> GPT:
+    """base's weights in bf16, every linear layer quantized by torchao's Int8WeightOnlyConfig (a tied
+    head untied first: torchao quantizes the head's own copy, as quantize_int8 does)."""
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    model = GPT(config).eval()
+    model.load_state_dict(base.state_dict())
+    model = model.to(torch.bfloat16)
+    if model.lm_head.weight is model.tok_emb.weight:
+        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    quantize_(model, Int8WeightOnlyConfig())
+    return model
+
+
 def smollm2_config(block_size: int) -> GPTConfig:
     """SmolLM2-135M's shape (its published config.json values), read as model/llama.py reads a folder's."""
     return gpt_config({"model_type": "llama", **SHAPES["smollm2_135m"]}, block_size=block_size)
@@ -127,8 +145,9 @@ def table(args) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch 1, greedy, a {args.prompt}-token "
           f"prompt, {args.new_tokens} new tokens; median of {args.repeats} alternated runs; a 1 GiB copy: "
           f"{bandwidth / 1e9:.1f} GB/s (read + write), its sum: {read / 1e9:.1f} GB/s (read)")
-    print("| shape | implementation | weights | tokens/s | MB per token | GB/s | share of the copy's GB/s |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| shape | implementation | weights | tokens/s | matmuls alone, tokens/s | MB per token | GB/s "
+          "| share of the copy's GB/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     length = args.prompt + args.new_tokens
     for shape, config in (("model=small", model_config("small", block_size=length)),
                           ("SmolLM2-135M", smollm2_config(length))):
@@ -148,6 +167,12 @@ def table(args) -> None:
                 rows[("ropegpt, compiled", weights)] = (model, lambda m=model, c=compiled: ropegpt_decode(
                     m, prompt, args.new_tokens, True, c))
                 fallbacks[("ropegpt, compiled", weights)] = compiled
+        if args.torchao:  # torchao's int8 weight-only instead of model/quantize.py, compiled the same way
+            model = torchao_int8(config, base)
+            compiled = CompiledDecode(model)
+            rows[("ropegpt + torchao, compiled", "int8, bfloat16")] = (model, lambda m=model, c=compiled: (
+                ropegpt_decode(m, prompt, args.new_tokens, True, c)))
+            fallbacks[("ropegpt + torchao, compiled", "int8, bfloat16")] = compiled
         try:
             for dtype in (torch.float32, torch.bfloat16):
                 llama = build_llama(config).to(dtype)
@@ -164,13 +189,18 @@ def table(args) -> None:
         for (impl, weights), (model, _) in rows.items():
             speed = statistics.median(speeds[(impl, weights)])
             if model is None:
-                print(f"| {shape} | {impl} | {weights} | {speed:,.1f} | | | |")
+                print(f"| {shape} | {impl} | {weights} | {speed:,.1f} | | | | |")
                 continue
-            traffic = bytes_per_token(model, args.prompt + args.new_tokens // 2)
+            context = length - args.new_tokens // 2  # the middle of the decode
+            if "torchao" in impl:  # its tensors hide their int8 bytes: the same bytes as our int8 row's
+                floor, traffic = float("nan"), bytes_per_token(rows[("ropegpt", weights)][0], context)
+            else:
+                floor = statistics.median(weight_streaming_floor(model, 10) for _ in range(args.repeats))
+                traffic = bytes_per_token(model, context)
             failed = fallbacks.get((impl, weights))
             if failed is not None and failed.error:
                 impl = f"ropegpt, compile failed, eager ({failed.error[:60]})"
-            print(f"| {shape} | {impl} | {weights} | {speed:,.1f} | {traffic / 1e6:,.1f} | "
+            print(f"| {shape} | {impl} | {weights} | {speed:,.1f} | {floor:,.1f} | {traffic / 1e6:,.1f} | "
                   f"{traffic * speed / 1e9:.1f} | {traffic * speed / bandwidth:.0%} |")
         torch._dynamo.reset()
 
@@ -182,6 +212,8 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--no-cache-tokens", type=int, default=16, help="fewer: recomputing is slow")
     p.add_argument("--repeats", type=int, default=3, help="each speed is the median of this many runs")
+    p.add_argument("--torchao", action="store_true", help="a row with torchao's int8 weight-only (pip install "
+                   "torchao) in place of model/quantize.py's, bf16, compiled")
     args = p.parse_args()
     torch.manual_seed(0)
     if not args.contexts:
