@@ -23,6 +23,7 @@ from model.llama import LlamaFormatError, llama_config, save_llama
 from runtime.checkpoint import find_checkpoint, load_checkpoint
 from runtime.config import run_command
 from runtime.errors import UserError
+from runtime.files import as_created
 
 
 @dataclass
@@ -65,6 +66,7 @@ def export(cfg: ExportConfig) -> Path:
         bos, eos = special_ids(tokenizer)
         save_llama(model, partial, bos, eos)
         save_hf_tokenizer(tokenizer, partial, model.config.block_size)
+        as_created(partial)  # mkdtemp's folder is private (0o700): the export gets the user's usual permissions
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(partial, out)

@@ -8,6 +8,7 @@ import urllib.request
 from pathlib import Path
 
 from data.config import DataError
+from runtime.files import as_created
 
 
 def sha256_of(path: Path) -> str:
@@ -42,6 +43,7 @@ def download(url: str, dest: Path, sha256: str | None, timeout: float = 30.0) ->
         if sha256 and h.hexdigest() != sha256:
             raise DataError(f"the download from {url} has sha256 {h.hexdigest()}, expected {sha256}; "
                             f"nothing was kept. {by_hand}")
+        as_created(Path(tmp))  # mkstemp's file is private (0o600)
         os.replace(tmp, dest)
     except (urllib.error.URLError, OSError) as e:  # HTTPError is a URLError; timeouts are OSErrors
         raise DataError(f"could not download {url}: {e}. {by_hand}") from e

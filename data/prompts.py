@@ -37,12 +37,14 @@ def read_prompt(prompt: str) -> str:
 
 
 def prompt_tokens(tokenizer, prompt: str) -> list[int]:
-    """The prompt's tokens, after the beginning-of-text token where the model has one (Llama's <s>).
-    An empty prompt starts from end-of-text (GPT-2's <|endoftext|>), else a newline, else token 0."""
-    if tokenizer.bos is not None:
-        return [tokenizer.bos] + tokenizer.encode(prompt)
-    if prompt:
-        return tokenizer.encode(prompt)
+    """The prompt's tokens as the model's own tokenizer makes them. A Hugging Face tokenizer's post-processor
+    decides whether a beginning-of-text token comes first (Llama's <s>, <|begin_of_text|>: yes; GPT-2's,
+    SmolLM2's: no), as transformers' tokenizer(prompt) and llama.cpp decide; so a run and its export read
+    a prompt alike. A prompt of no tokens starts from end-of-text (GPT-2's <|endoftext|>), else from the
+    document separator (a character model's newline), else from token 0."""
+    ids = tokenizer.encode_prompt(prompt) if tokenizer.kind == "hf" else tokenizer.encode(prompt)
+    if ids:
+        return ids
     if tokenizer.eot is not None:
         return [tokenizer.eot]
     return document_separator(tokenizer) or [0]

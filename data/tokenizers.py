@@ -200,7 +200,12 @@ class HFTokenizer:
                    [eos] if isinstance(eos, int) else eos, source=str(folder))
 
     def encode(self, text: str) -> list[int]:
-        return self.tok.encode(text, add_special_tokens=False).ids  # BOS is the caller's choice
+        return self.tok.encode(text, add_special_tokens=False).ids  # a corpus's text: no BOS, no EOS
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """A prompt's ids: with the special tokens the post-processor adds (BOS, for Llama), as transformers'
+        tokenizer(text) gives them. Corpora are encoded without: prepare writes its own separators."""
+        return self.tok.encode(text, add_special_tokens=True).ids
 
     def encode_array(self, text: str) -> np.ndarray:
         return np.array(self.encode(text), dtype=np.int64)
@@ -218,9 +223,14 @@ class HFTokenizer:
 
 def special_ids(tokenizer) -> tuple[Optional[int], Optional[list[int]]]:
     """(BOS id, EOS ids) for a Hugging Face folder: a Hugging Face tokenizer's own; GPT-2's <|endoftext|>
-    is both, as in Hugging Face's gpt2; the character vocabulary has neither."""
+    is both, as in Hugging Face's gpt2. A character vocabulary has no special token: its newline (the
+    separator its documents follow, where sample.py starts an empty prompt) serves as BOS, so that clients
+    which condition the first token on a BOS (lm-eval's rolling log-likelihood) have one; no EOS."""
     if tokenizer.kind == "gpt2":
         return tokenizer.eot, [tokenizer.eot]
+    if tokenizer.kind == "char":
+        separator = document_separator(tokenizer)
+        return (separator[0] if separator else None), None
     return tokenizer.bos, tokenizer.eos or None
 
 

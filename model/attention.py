@@ -79,18 +79,46 @@ import torch.nn.functional as F
 # ----------------------------------------------------------------------------------------------
 
 
-def rope_tables(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(positions: torch.Tensor, head_dim: int, base: float = 10000.0,
+                scaling: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of m * theta_i for the T given positions m, each (T, D), always in fp32.
 
     Computed for the positions at hand rather than stored as a buffer: it costs T * D / 2 sines and
     cosines, and no cast of the model (model.bfloat16(), building on the meta device) can round or
-    lose the table.
+    lose the table. scaling: see `rope_frequencies` (None for plain RoPE).
     """
-    assert head_dim % 2 == 0, "RoPE rotates channel pairs, so the head width must be even"
-    theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)  # (D/2,)
+    theta = rope_frequencies(head_dim, base, scaling, positions.device)  # (D/2,)
     angles = torch.outer(positions.float(), theta)  # (T, D/2)
     cos, sin = angles.cos(), angles.sin()  # (T, D/2) each
     return torch.cat([cos, cos], dim=-1), torch.cat([sin, sin], dim=-1)  # (T, D): pair i is channels i, i + D/2
+
+
+def rope_frequencies(head_dim: int, base: float = 10000.0, scaling: dict | None = None,
+                     device: torch.device | None = None) -> torch.Tensor:
+    """theta_i = base^(-2i/D) for the D/2 channel pairs, (D/2,) fp32; slowed down by `scaling`, if given.
+
+    Scaling is how Llama 3.1 and later read contexts longer than the one they were pretrained on. Pair i
+    turns once every 2 pi / theta_i positions (its wavelength). A pair whose wavelength exceeds the
+    original context never turned fully in pretraining, so angles past it are new to the model. Dividing
+    theta_i by a factor stretches that pair's wavelength by the factor: positions up to factor x the
+    original context then give angles it has seen. {"rope_type": "linear", "factor": f} slows every pair
+    (position m is read as m / f). {"rope_type": "llama3", ...} slows only the slow pairs (wavelength
+    above original_max_position_embeddings / low_freq_factor), keeps the fast ones (wavelength below
+    original / high_freq_factor), which carry the fine local order, and blends the two in between.
+    Scores still depend on m - n alone: only the angles per position change.
+    """
+    assert head_dim % 2 == 0, "RoPE rotates channel pairs, so the head width must be even"
+    theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)  # (D/2,)
+    if scaling is None:
+        return theta
+    slow = theta / scaling["factor"]
+    if scaling["rope_type"] == "linear":
+        return slow
+    original, low, high = (scaling[k] for k in ("original_max_position_embeddings", "low_freq_factor",
+                                                "high_freq_factor"))
+    turns = original * theta / (2 * math.pi)  # how often each pair turns within the original context
+    keep = ((turns - low) / (high - low)).clamp(0.0, 1.0)  # 0: slow pair, scaled; 1: fast pair, kept
+    return keep * theta + (1 - keep) * slow
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

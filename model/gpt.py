@@ -10,7 +10,7 @@ how the model writes text, one token at a time through the KV cache, is model/ge
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -29,6 +29,7 @@ class GPTConfig:
     n_embd: int = 768
     mlp_hidden: Optional[int] = None  # None: 8/3 * n_embd rounded up to a multiple of 64 (`hidden`)
     rope_base: float = 10000.0
+    rope_scaling: Optional[Dict[str, Any]] = None  # Llama 3.x's longer contexts: see rope_frequencies
     tie_weights: bool = False  # True: the LM head shares the token embedding's weight (GPT-2)
     dropout: float = 0.0  # in training: on the embeddings, the attention weights and both residual branches
     attn_dropout: Optional[float] = None  # on the attention weights alone; None: dropout
@@ -79,6 +80,7 @@ class GPTConfig:
                             "which must be even for RoPE")
         if self.n_head % self.kv_heads:
             problems.append(f"n_head={self.n_head} must be divisible by n_kv_head={self.kv_heads}")
+        problems += rope_scaling_problems(self.rope_scaling)
         if self.attn_impl not in ("sdpa", "explicit"):
             problems.append(f"attn_impl={self.attn_impl!r} must be 'sdpa' or 'explicit'")
         for key in ("dropout", "attn_dropout", "emb_dropout"):
@@ -87,6 +89,25 @@ class GPTConfig:
                 problems.append(f"{key}={value} must be in [0, 1)")
         if problems:
             raise ValueError("; ".join(problems))
+
+
+ROPE_SCALING_KEYS = {"linear": ("factor",),
+                     "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
+
+
+def rope_scaling_problems(scaling: Optional[dict]) -> list[str]:
+    """What is wrong with a rope_scaling setting (none: []): its rope_type and its keys, each a number > 0."""
+    if scaling is None:
+        return []
+    kind = scaling.get("rope_type")
+    if kind not in ROPE_SCALING_KEYS:
+        return [f"rope_scaling.rope_type={kind!r} must be one of {', '.join(ROPE_SCALING_KEYS)}"]
+    problems = [f"rope_scaling.{key}={scaling.get(key)!r} must be a number > 0" for key in ROPE_SCALING_KEYS[kind]
+                if isinstance(scaling.get(key), bool) or not isinstance(scaling.get(key), (int, float))
+                or not scaling[key] > 0]
+    if not problems and kind == "llama3" and not scaling["high_freq_factor"] > scaling["low_freq_factor"]:
+        problems.append("rope_scaling.high_freq_factor must be larger than low_freq_factor")
+    return problems
 
 
 class RMSNorm(nn.Module):
@@ -193,7 +214,7 @@ class GPT(nn.Module):
             raise ValueError(f"{P} cached + {T} new tokens exceed block_size={self.config.block_size}")
         # RoPE tables for positions P..P+T-1 (or pos), computed once here and shared by every layer
         positions = torch.arange(P, P + T, device=idx.device) if pos is None else pos  # (T,)
-        cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_base)  # (T, D) each
+        cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_base, self.config.rope_scaling)
         x = self.emb_dropout(self.tok_emb(idx))  # (B, T, C)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, None if kv_caches is None else kv_caches[i], pos)  # (B, T, C)
@@ -211,7 +232,8 @@ class GPT(nn.Module):
         itself (on the SDPA path) never materialises them. Sampling does not call it.
         """
         B, T = idx.shape
-        cos, sin = rope_tables(torch.arange(T, device=idx.device), self.config.head_dim, self.config.rope_base)
+        cos, sin = rope_tables(torch.arange(T, device=idx.device), self.config.head_dim, self.config.rope_base,
+                               self.config.rope_scaling)
         x = self.tok_emb(idx)  # (B, T, C)
         maps = []
         for block in self.blocks:

@@ -6,8 +6,10 @@ no biases. The two name the same tensors differently, and nothing else differs: 
 the rows of W_Q and W_K, since both rotate the same channel pairs. So a Llama folder (config.json +
 *.safetensors) becomes a GPT by renaming, and a GPT becomes a Llama folder the same way.
 
-What Llama checkpoints may hold and ropegpt does not implement (RoPE scaling, biases, a head width other
-than hidden_size / num_attention_heads, another activation) is refused with the reason, never guessed.
+RoPE scaling of types "llama3" (Llama 3.1, 3.2, 3.3) and "linear" is read and written back
+(model/attention.py's rope_frequencies). What Llama-family checkpoints may hold and ropegpt does not
+implement (other RoPE scalings, biases, a head width other than hidden_size / num_attention_heads, another
+activation, other model types) is refused with the reason and the models it comes from, never guessed.
 """
 
 import json
@@ -16,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from model.gpt import GPT, GPTConfig
+from model.gpt import ROPE_SCALING_KEYS, GPT, GPTConfig, rope_scaling_problems
 
 # ropegpt's parameter name -> Llama's: within each layer (blocks.i. -> model.layers.i.), and outside the layers.
 LAYER_NAMES = {
@@ -58,6 +60,7 @@ def llama_config(config: GPTConfig, bos_token_id: Optional[int] = None,
     if not config.causal:
         raise LlamaFormatError("this model was trained with causal=false (attention both ways), which a Llama "
                                "model cannot express; only causal models can be exported")
+    scaling = config.rope_scaling
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -72,8 +75,8 @@ def llama_config(config: GPTConfig, bos_token_id: Optional[int] = None,
         "max_position_embeddings": config.block_size,
         "rms_norm_eps": config.norm_eps,
         "rope_theta": config.rope_base,  # read by transformers 4.x
-        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_base},  # and by 5.x
-        "rope_scaling": None,
+        "rope_scaling": dict(scaling) if scaling else None,  # 4.x, and llama.cpp
+        "rope_parameters": {"rope_type": "default", **(scaling or {}), "rope_theta": config.rope_base},  # 5.x
         "attention_bias": False,
         "mlp_bias": False,
         "tie_word_embeddings": config.tie_weights,
@@ -83,6 +86,39 @@ def llama_config(config: GPTConfig, bos_token_id: Optional[int] = None,
         "torch_dtype": "float32",  # the weights' dtype, under its transformers 4.x name
         "dtype": "float32",  # and its 5.x name
     }
+
+
+# What other model types add to Llama's network, so that a refusal says what is missing.
+OTHER_MODELS = {
+    "mistral": " (Mistral: sliding-window attention)",
+    "mixtral": " (Mixtral: a mixture of experts)",
+    "qwen2": " (Qwen2, Qwen2.5: biases in W_Q, W_K, W_V)",
+    "qwen3": " (Qwen3: RMSNorm on queries and keys, a head width of its own)",
+    "gemma": " (Gemma: GeGLU, a head width of its own, a scaled embedding)",
+    "gemma2": " (Gemma 2: sliding windows, logit soft-capping)",
+    "gemma3": " (Gemma 3: sliding windows, RMSNorm on queries and keys)",
+    "phi3": " (Phi-3: fused QKV and 'longrope' RoPE scaling)",
+    "gpt2": " (GPT-2: learned positions, LayerNorm, biases, GELU)",
+}
+# RoPE scalings ropegpt does not implement, and where they come from.
+OTHER_SCALINGS = {
+    "yarn": "YaRN, as in long-context Qwen2.5 and DeepSeek models",
+    "dynamic": "dynamic NTK, transformers' option for stretching any model",
+    "longrope": "LongRoPE, as in Phi-3 and Phi-3.5",
+    "su": "LongRoPE under its older name, as in Phi-3",
+}
+
+
+def rope_scaling(rope: dict) -> Optional[dict] | str:
+    """GPTConfig.rope_scaling of a config's RoPE entries (rope_scaling, rope_parameters): None for plain
+    RoPE, a dict for "linear" and "llama3", or the one-line reason another type is refused."""
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind in (None, "default"):
+        return None
+    if kind not in ROPE_SCALING_KEYS:
+        where = f" ({OTHER_SCALINGS[kind]})" if kind in OTHER_SCALINGS else ""
+        return f"RoPE scaling {kind!r}{where}: ropegpt implements 'llama3' (Llama 3.1-3.3) and 'linear' only"
+    return {"rope_type": kind, **{k: rope.get(k) for k in ROPE_SCALING_KEYS[kind]}}
 
 
 def gpt_config(llama: dict, block_size: Optional[int] = None, **ropegpt_settings) -> GPTConfig:
@@ -96,13 +132,16 @@ def gpt_config(llama: dict, block_size: Optional[int] = None, **ropegpt_settings
     get = llama.get
     problems = []
     if get("model_type") != "llama":
-        problems.append(f"model_type={get('model_type')!r}: ropegpt reads Llama-family folders (model_type "
-                        "'llama', e.g. SmolLM2, TinyLlama, Llama 2)")
-    rope = get("rope_parameters") or get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != "default":
-        problems.append(f"RoPE scaling {rope_type!r}: ropegpt implements plain RoPE only")
-    theta = rope.get("rope_theta", get("rope_theta", 10000.0))
+        problems.append(f"model_type={get('model_type')!r}" + OTHER_MODELS.get(get("model_type"), "") +
+                        ": ropegpt reads Llama-family folders (model_type 'llama': Llama 2 and 3.x, SmolLM2, "
+                        "TinyLlama)")
+    rope = {**(get("rope_scaling") or {}), **(get("rope_parameters") or {})}  # transformers 4.x, 5.x
+    theta, scaling = rope.get("rope_theta", get("rope_theta", 10000.0)), rope_scaling(rope)
+    if isinstance(scaling, str):
+        problems.append(scaling)
+        scaling = None
+    elif scaling and rope_scaling_problems(scaling):
+        problems.append(f"rope_scaling {scaling}: {'; '.join(rope_scaling_problems(scaling))}")
     hidden, heads, head_dim = get("hidden_size"), get("num_attention_heads"), get("head_dim")
     if head_dim is not None and hidden and heads and head_dim * heads != hidden:
         problems.append(f"head_dim={head_dim} with {heads} heads of width {hidden}: ropegpt's heads are "
@@ -125,7 +164,7 @@ def gpt_config(llama: dict, block_size: Optional[int] = None, **ropegpt_settings
     try:
         return GPTConfig(vocab_size=get("vocab_size"), block_size=block_size, n_layer=get("num_hidden_layers"),
                          n_head=heads, n_kv_head=get("num_key_value_heads") or heads, n_embd=hidden,
-                         mlp_hidden=get("intermediate_size"), rope_base=float(theta),
+                         mlp_hidden=get("intermediate_size"), rope_base=float(theta), rope_scaling=scaling,
                          tie_weights=bool(get("tie_word_embeddings", False)),
                          norm_eps=float(get("rms_norm_eps", 1e-6)), **ropegpt_settings)
     except ValueError as e:

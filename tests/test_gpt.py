@@ -158,8 +158,9 @@ def test_rope_base_from_the_config_reaches_attention():
 def positions_off(monkeypatch):
     """RoPE switched off: GPT.forward gets the tables of the identity rotation (cos = 1, sin = 0), so
     apply_rope returns q and k unchanged at every position."""
-    def identity_tables(positions: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-        cos, sin = rope_tables(positions, head_dim, base)  # (T, D) each
+    def identity_tables(positions: torch.Tensor, head_dim: int, base: float,
+                        scaling=None) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = rope_tables(positions, head_dim, base, scaling)  # (T, D) each
         return torch.ones_like(cos), torch.zeros_like(sin)
 
     monkeypatch.setattr("model.gpt.rope_tables", identity_tables)
