@@ -12,9 +12,11 @@ with an end-of-text token (a newline at character level) between documents. A co
 MIN_DOCUMENTS documents that fits in SMALL_CHARS characters (Tiny Shakespeare: one document) is split
 as nanoGPT splits it instead: the first 90% of its characters train, the last 10% validate.
 
-Everything is written into a hidden .partial folder that replaces data/<name> only when complete: an
-interrupted preparation leaves the previous dataset (or nothing) and restarts cleanly next time (killed
-between the two renames of the swap, the previous dataset is put back at the next start).
+Everything is written into a hidden .partial folder of the process's own that replaces data/<name> only
+when complete: an interrupted preparation leaves the previous dataset (or nothing) and restarts cleanly
+next time (killed between the two renames of the swap, the previous dataset is put back at the next
+start). Processes that need one corpus at the same time (runs started together, torchrun jobs) take
+turns on a lock file beside it: one prepares, the others wait and then find it prepared.
 Training calls `prepare` itself, which does nothing while meta.json's fingerprint of the source matches.
 """
 
@@ -28,6 +30,7 @@ import sys
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
 from multiprocessing import get_context
@@ -224,32 +227,56 @@ def is_prepared(cfg: DataConfig) -> bool:
 
 def prepare(cfg: DataConfig) -> Path:
     """Prepare cfg's dataset unless its files already match the source; return its folder. Without a
-    source (data=text data.name=NAME), the dataset prepared under that name."""
+    source (data=text data.name=NAME), the dataset prepared under that name. One process at a time
+    per corpus (`corpus_lock`): another that needs it meanwhile waits, then finds it prepared."""
     out_dir = dataset_dir(cfg)
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    if not out_dir.exists() and (old / "meta.json").exists():
-        old.rename(out_dir)  # killed between the two renames below: the previous dataset comes back
-    if not has_source(cfg):
-        return prepared_before(cfg, out_dir)
-    files = source_files(cfg)
-    digest = fingerprint(cfg, files)
-    if already_prepared(cfg, out_dir, digest):
-        return out_dir
-    partial = out_dir.with_name(f".{out_dir.name}.partial-{socket.gethostname()}")  # one per machine
-    shutil.rmtree(partial, ignore_errors=True)  # what an interrupted preparation left
-    partial.mkdir(parents=True)
-    try:
-        meta = write_dataset(cfg, files, partial)
-        write_meta(partial, {**meta, "fingerprint": digest})
-        shutil.rmtree(old, ignore_errors=True)
-        if out_dir.exists():
-            out_dir.rename(old)
-        partial.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    with corpus_lock(out_dir):
+        old = out_dir.with_name(f".{out_dir.name}.old")
+        if not out_dir.exists() and (old / "meta.json").exists():
+            old.rename(out_dir)  # killed between the two renames below: the previous dataset comes back
+        if not has_source(cfg):
+            return prepared_before(cfg, out_dir)
+        files = source_files(cfg)
+        digest = fingerprint(cfg, files)
+        if already_prepared(cfg, out_dir, digest):
+            return out_dir
+        for left in out_dir.parent.glob(f".{out_dir.name}.partial-{socket.gethostname()}*"):
+            shutil.rmtree(left, ignore_errors=True)  # what a killed preparation on this machine left
+        partial = out_dir.with_name(f".{out_dir.name}.partial-{socket.gethostname()}-{os.getpid()}")  # ours
+        partial.mkdir(parents=True)
+        try:
+            meta = write_dataset(cfg, files, partial)
+            write_meta(partial, {**meta, "fingerprint": digest})
+            shutil.rmtree(old, ignore_errors=True)
+            if out_dir.exists():
+                out_dir.rename(old)
+            partial.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
     log.info("prepared %s: %s", out_dir, summary(meta))
     return out_dir
+
+
+@contextmanager
+def corpus_lock(out_dir: Path):
+    """Hold data/.<name>.lock while checking or preparing data/<name>: an exclusive lock on that file
+    (flock), which the operating system releases when its process ends, however it ends. A process
+    killed while preparing leaves the file but not the lock: the next one takes it at once. Another
+    process waits here, saying so once, while the lock is held."""
+    import fcntl
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.with_name(f".{out_dir.name}.lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process preparing %s", out_dir)
+            fcntl.flock(lock, fcntl.LOCK_EX)  # blocks until that process is done (or dies)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def write_dataset(cfg: DataConfig, files: list[Path], out: Path) -> dict:
