@@ -5,27 +5,41 @@
     python plot.py outputs/2026-12-03/*                              # every run of a day
 
 Each RUN is a run folder of train.py (it reads the folder's metrics.jsonl, written at every log line and
-evaluation, so a run still training can be drawn). Runs are labelled by their folder names, or by --labels.
+evaluation, so a run still training can be drawn). Runs are labelled by the settings that differ between
+them (read from the config.yaml train.py saves in each run folder), by their corpus when that differs,
+and by their date when they are from different days; --labels names them instead. The title says what
+they share. plot.py redraws a picture it drew before; any other file at --out is left as it is.
 """
 
 import argparse
+import dataclasses
+import os
+import re
 import sys
+import tempfile
+from datetime import datetime
 from pathlib import Path
+from typing import Any, Optional
 
 from runtime.errors import UserError, exit_on_user_error, fail
+from runtime.files import as_created
 from runtime.plots import plot_losses, read_metrics
+
+MARK = "ropegpt plot.py"  # the Software text of the PNGs plot.py writes: the only files it may replace
+# Settings that do not change what the curves mean (where a run was written, how it was shown), and
+# wandb.*: left out of the labels.
+IGNORED = {"out_dir", "resume", "progress", "plot", "suggest_cpu_recipe", "threads", "peak_flops", "data.root",
+           "data.workers"}
+MOST_ITEMS = 5  # settings named in one label; more are counted (+N more)
 
 
 class PlotError(UserError):
     """Bad input to plot.py. The message says what to do; plot.py exits with code 2."""
 
 
-def runs_of(folders: list[Path], labels: list[str] | None) -> list[tuple[str, list[dict]]]:
-    """(label, metrics) of each run folder. A run that has not logged a step yet (just started) is left
-    out with a note on stderr, so `plot.py outputs/*/*` works while a run starts."""
-    if labels is not None and len(labels) != len(folders):
-        raise PlotError(f"--labels has {len(labels)} names for {len(folders)} runs: give one per run")
-    unique_names = len({f.name for f in folders}) == len(folders)
+def runs_of(folders: list[Path]) -> list[tuple[int, Path, list[dict]]]:
+    """(index, folder, metrics) of each run folder given. A run that has not logged a step yet (just
+    started) is left out with a note on stderr, so `plot.py outputs/*/*` works while a run starts."""
     runs = []
     for i, folder in enumerate(folders):
         if not (folder / "metrics.jsonl").is_file():
@@ -35,10 +49,169 @@ def runs_of(folders: list[Path], labels: list[str] | None) -> list[tuple[str, li
         if not entries:
             print(f"note: {folder} has not logged a step yet: left out", file=sys.stderr)
             continue
-        runs.append((labels[i] if labels else folder.name if unique_names else str(folder), entries))
+        runs.append((i, folder, entries))
     if not runs:
         raise PlotError("none of the runs has logged a step yet: nothing to draw")
     return runs
+
+
+# ---------------------------------------------------------------------------------------------
+# Labels and title: what differs between the runs, and what they share
+# ---------------------------------------------------------------------------------------------
+
+
+def flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 0.01}} as {"optim.lr": 0.01}: the keys as train.py's overrides write them."""
+    out = {}
+    for key, value in tree.items():
+        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def settings_of(folder: Path) -> Optional[dict[str, Any]]:
+    """The settings a run folder's config says it ran with (the newest: config.resumed-at-step-N.yaml of
+    its last resume, else config.yaml), as flat keys; None for a folder without one, or a damaged one."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    resumed = sorted(folder.glob("config.resumed-at-step-*.yaml"),
+                     key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
+    config = resumed[-1] if resumed else folder / "config.yaml"
+    try:
+        tree = OmegaConf.to_container(OmegaConf.load(config))
+    except (OSError, ValueError, OmegaConfBaseException):  # yaml's errors are ValueErrors
+        return None
+    return flat(tree) if isinstance(tree, dict) else None
+
+
+def named_models() -> dict[str, tuple[set[str], dict[str, Any]]]:
+    """configs/model/NAME.yaml, for each NAME: the keys its YAML sets, and every model setting that
+    model=NAME gives (the others are GPTConfig's defaults), as flat keys."""
+    from omegaconf import OmegaConf
+
+    from model.gpt import GPTConfig
+    from runtime.config import CONFIG_DIR
+
+    defaults, models = dataclasses.asdict(GPTConfig()), {}
+    for path in sorted((CONFIG_DIR / "model").glob("*.yaml")):
+        own = OmegaConf.to_container(OmegaConf.load(path))
+        models[path.stem] = set(flat({"model": own})), flat({"model": {**defaults, **own}})
+    return models
+
+
+def model_name(settings: dict[str, Any], models: dict[str, tuple[set[str], dict[str, Any]]]) -> Optional[str]:
+    """The configs/model/ name a run was started with: the one whose YAML's settings the run has (it
+    may have changed others); None for a model of its own (one from init_from, say)."""
+    for name, (own, model) in models.items():
+        if all(settings.get(k) == model[k] for k in own):
+            return name
+    return None
+
+
+def shown(value: Any) -> str:
+    """A setting's value as an override writes it: 0.003, 3e-5, true, null; a long path by its end."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    text = re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{value:g}") if isinstance(value, float) else str(value)
+    return text if len(text) <= 30 else "…" + text[-29:]
+
+
+def differences(settings: list[dict[str, Any]], models: dict) -> list[list[str]]:
+    """For each run, the items that set it apart from the others: its corpus (data.name) when the
+    corpora differ, its model (model=NAME) when the models differ, then each other setting that
+    differs, as KEY=VALUE. A setting that model=NAME explains is not repeated."""
+    keys = [k for k in dict.fromkeys(k for s in settings for k in s)
+            if k not in IGNORED and not k.startswith("wandb.") and len({repr(s.get(k)) for s in settings}) > 1]
+    names = [model_name(s, models) for s in settings]
+    corpus_differs, names_differ = "data.name" in keys, len(set(names)) > 1
+    out = []
+    for s, name in zip(settings, names):
+        items = [shown(s.get("data.name"))] if corpus_differs else []
+        items += [f"model={name}"] if names_differ and name else []
+        for k in keys:
+            if k.startswith("data.") and corpus_differs:
+                continue  # the corpus's own settings (its url, tokenizer...) come with its name
+            if k.startswith("model.") and names_differ and name and s.get(k) == models[name][1].get(k):
+                continue
+            items.append(f"{k}={shown(s.get(k))}")
+        out.append(items)
+    return out
+
+
+def start_date(folder: Path) -> str:
+    """The day a run started: the first time stamp of its train.log, else metrics.jsonl's date."""
+    try:
+        with open(folder / "train.log", encoding="utf-8", errors="replace") as log:
+            if found := re.match(r"\[(\d{4}-\d{2}-\d{2}) ", log.readline()):
+                return found[1]
+    except OSError:
+        pass
+    return datetime.fromtimestamp((folder / "metrics.jsonl").stat().st_mtime).strftime("%Y-%m-%d")
+
+
+def describe(folders: list[Path]) -> tuple[list[str], str]:
+    """A legend label for each run (what sets it apart) and a title (what the runs share): e.g. labels
+    `model=tiny optim.lr=0.01` and `model=mini optim.lr=0.001`, title `2 runs on shakespeare_char, 2026-12-03`.
+    Runs without a config (or with the same settings) are told apart by their folder names."""
+    settings, models = [settings_of(f) for f in folders], named_models()
+    known = [s for s in settings if s is not None]
+    items = iter(differences(known, models))
+    dates = [start_date(f) for f in folders]
+    labels = []
+    for folder, s, date in zip(folders, settings, dates):
+        parts = next(items) if s is not None else []
+        parts = parts[:MOST_ITEMS] + ([f"+{len(parts) - MOST_ITEMS} more"] if len(parts) > MOST_ITEMS else [])
+        labels.append(" ".join(([date] if len(set(dates)) > 1 else []) + (parts or [folder.name])))
+    for i, folder in enumerate(folders):  # the same settings: the folder tells the runs apart
+        if labels.count(labels[i]) > 1 and folder.name not in labels[i]:
+            labels[i] = f"{labels[i]} {folder.name}"
+    labels = [str(f) if labels.count(label) > 1 else label for f, label in zip(folders, labels)]
+    title = f"{len(folders)} run{'s' if len(folders) > 1 else ''}"
+    if len(known) == len(folders):  # what every run shares: its corpus, its model
+        corpora, names = {s.get("data.name") for s in known}, {model_name(s, models) for s in known}
+        title += f" on {shown(corpora.pop())}" if len(corpora) == 1 else ""
+        title += f", model={names.pop()}" if len(names) == 1 and None not in names else ""
+    return labels, title + (f", {dates[0]}" if len(set(dates)) == 1 else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# The picture: never over a file plot.py did not write
+# ---------------------------------------------------------------------------------------------
+
+
+def drawn_by_plot_py(path: Path) -> bool:
+    """Whether path is a PNG that plot.py wrote (its Software text is MARK): a picture plot.py may redraw."""
+    from PIL import Image
+
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.text.get("Software") == MARK
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # not a PNG, or a damaged one
+        return False
+
+
+def destination(wanted: Path) -> Path:
+    """wanted, unless a file there is not a picture of plot.py's: then the first of wanted-1, wanted-2,
+    ... that is free or plot.py's. A file plot.py did not write is never overwritten."""
+    n, out = 1, wanted
+    while (out.exists() or out.is_symlink()) and not drawn_by_plot_py(out):
+        out, n = wanted.with_name(f"{wanted.stem}-{n}{wanted.suffix}"), n + 1
+    return out
+
+
+def draw(runs: list[tuple[str, list[dict]]], out: Path, title: str) -> None:
+    """The picture at out, marked as plot.py's; written beside it, then renamed: never half a PNG."""
+    fd, partial = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    os.close(fd)
+    try:
+        plot_losses(runs, partial, title=title, metadata={"Software": MARK})
+        as_created(Path(partial))  # mkstemp's file is private (0o600)
+        os.replace(partial, out)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
 
 
 class Parser(argparse.ArgumentParser):
@@ -49,29 +222,30 @@ class Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> Path:
     parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run folders of train.py")
-    parser.add_argument("--out", type=Path, default=Path("runs.png"), help="the PNG to write (default: runs.png)")
-    parser.add_argument("--labels", nargs="+", help="a name for each run, in order (default: the folder names)")
-    parser.add_argument("--title", default="", help="the picture's title")
+    parser.add_argument("--out", type=Path, default=Path("runs.png"),
+                        help="the PNG to write (default: runs.png; a picture plot.py drew there is redrawn)")
+    parser.add_argument("--labels", nargs="+", help="a name for each run, in order (default: what differs)")
+    parser.add_argument("--title", default="", help="the picture's title (default: what the runs share)")
     args = parser.parse_args(argv)
     with exit_on_user_error():
         if args.out.suffix.lower() != ".png":
             raise PlotError(f"--out {args.out}: give a .png path")
         if not args.out.expanduser().resolve().parent.is_dir():
             raise PlotError(f"--out {args.out}: the folder {args.out.parent} does not exist")
-        runs = runs_of([f.expanduser() for f in args.runs], args.labels)
+        if args.labels is not None and len(args.labels) != len(args.runs):
+            raise PlotError(f"--labels has {len(args.labels)} names for {len(args.runs)} runs: give one per run")
+        runs = runs_of([f.expanduser() for f in args.runs])
+        labels, title = describe([folder for _, folder, _ in runs])
+        if args.labels:
+            labels = [args.labels[i] for i, _, _ in runs]
         wanted = args.out.expanduser()
-        out = free_name(wanted)
-        plot_losses(runs, out, title=args.title or f"{len(runs)} run(s)")
-        print(f"wrote {out} ({len(runs)} run(s))" + (f"; {wanted} exists and was left as it was" if out != wanted
-                                                      else ""))
-    return out
-
-
-def free_name(path: Path) -> Path:
-    """path, or path-1, path-2, ... where path exists: a picture already there is never overwritten."""
-    n, out = 1, path
-    while out.exists():
-        out, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
+        out = destination(wanted)
+        redrawn = out.exists()
+        draw([(label, entries) for label, (_, _, entries) in zip(labels, runs)], out, args.title or title)
+        count = f"{len(runs)} run{'s' if len(runs) > 1 else ''}"
+        print(f"wrote {out} ({count})" + (f"; {wanted} was not drawn by plot.py and was left as it was"
+                                          if out != wanted else "") +
+              ("; it replaces the picture plot.py drew there before" if redrawn else ""))
     return out
 
 

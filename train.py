@@ -17,6 +17,7 @@ torchrun every process runs the same code; only rank 0 writes files, logs and ta
 
 import gc
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -31,6 +32,7 @@ from data.loader import BatchSampler, fixed_batches
 from model.gpt import GPT, GPTConfig
 from runtime import checkpoint, devices, parallel, processes
 from runtime.config import require, run_command
+from runtime.processes import STOP_EXIT_CODES
 from runtime.optimizers import Optimizers
 from runtime.runlog import NullRunLog, RunLog, duration
 from training import TrainError, corpus, pretrained, resume, run_folder
@@ -38,6 +40,7 @@ from training.checkpointer import Checkpointer
 from training.guard import Guard
 from training.monitor import Monitor
 from training.state import TrainState
+from training.sweep import run_sweep
 from training.validator import Validator
 
 # ------------------------------------------------------------------------------------------------
@@ -179,8 +182,7 @@ def loop(run: "Run") -> dict:
             break
         run.monitor.progress()
 
-    run.log.info("done: step %d, val loss %s, %s", state.step, f"{val_loss:.4f}" if val_loss is not None else "n/a",
-                 duration(state.elapsed()))
+    run.monitor.finished(val_loss, stopped_by=run.guard.stop.received)
     return {"step": state.step, "val_loss": val_loss, "best_val_loss": state.best_val_loss,
             "losses": run.monitor.losses, "elapsed_s": state.elapsed(), "interrupted": run.guard.stop.received}
 
@@ -422,8 +424,10 @@ def compile_now(run: Run) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """`python train.py key=value ...` (argv: those items; None reads sys.argv)."""
-    run_command("train", TrainConfig, train, argv)
+    """`python train.py key=value ...` (argv: those items; None reads sys.argv); `-m`: a sweep of runs."""
+    summary = run_command("train", TrainConfig, train, argv, sweep=run_sweep)
+    if isinstance(summary, dict) and summary["interrupted"]:  # stopped, not finished: scripts and sweeps can tell
+        sys.exit(STOP_EXIT_CODES[summary["interrupted"]])  # 130 after SIGINT, 143 after SIGTERM, as shells say
 
 
 if __name__ == "__main__":

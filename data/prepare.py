@@ -266,8 +266,10 @@ def corpus_lock(out_dir: Path):
     process waits here, saying so once, while the lock is held."""
     import fcntl
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_dir.with_name(f".{out_dir.name}.lock"), "a") as lock:
+    root, path = out_dir.parent, out_dir.with_name(f".{out_dir.name}.lock")
+    made_root = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -275,6 +277,12 @@ def corpus_lock(out_dir: Path):
             fcntl.flock(lock, fcntl.LOCK_EX)  # blocks until that process is done (or dies)
         try:
             yield
+        except BaseException:
+            if made_root:  # a refused first preparation (no network, a bad path) leaves no new folder
+                path.unlink(missing_ok=True)
+                if not any(root.iterdir()):
+                    root.rmdir()
+            raise
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 

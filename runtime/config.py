@@ -10,8 +10,9 @@ in every process under torchrun, in tests and in benchmarks (`compose`). Then:
   * a field declared free text (`field(metadata=FREE_TEXT)`, e.g. sample.py's prompt) takes the rest
     of its argument verbatim: quotes, commas, `=`, `${`, backslashes and any Unicode survive, because
     the value is quoted for Hydra's grammar before Hydra reads it;
-  * `--help` lists the command's own settings with their defaults and comments, and `--cfg` prints the
-    composed settings as YAML;
+  * `--help` lists the command's own settings with their defaults and comments, `--cfg` (or `--cfg job`)
+    prints the composed settings as YAML, and `-m` runs a sweep where the command offers one
+    (train.py: training/sweep.py), each flag anywhere on the line as Hydra's own commands take them;
   * Hydra writes nothing (no .hydra folder, no log file): a command that writes files chooses where.
 
 HYDRA_FULL_ERROR changes nothing here: a user error is one line with or without it, and anything
@@ -24,6 +25,7 @@ import dataclasses
 import difflib
 import inspect
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -42,17 +44,58 @@ class ConfigError(UserError):
 
 
 def run_command(name: str, schema: type, task: Callable[[Any, list[str]], Any],
-                argv: Optional[Sequence[str]] = None) -> None:
-    """The entry point of a command: `--help`, `--cfg`, or compose configs/NAME.yaml with the command
-    line and run task(settings, args). A UserError anywhere becomes one line on stderr and exit 2."""
-    args = list(sys.argv[1:] if argv is None else argv)
+                argv: Optional[Sequence[str]] = None, sweep: Optional[Callable] = None) -> Any:
+    """The entry point of a command: `--help`, `--cfg`, a sweep (`-m`, where the command offers one:
+    sweep(name, schema, args)), or compose configs/NAME.yaml with the command line and return
+    task(settings, args). The flags go anywhere on the line, as with Hydra's own commands. A UserError
+    anywhere becomes one line on stderr and exit 2; Ctrl-C where the command does not handle it (before
+    a training loop starts, while sampling) one line and exit 130, as a shell reports SIGINT."""
+    try:
+        return run_flags(name, schema, task, argv, sweep)
+    except KeyboardInterrupt:
+        print(f"{name}: stopped by Ctrl-C", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)  # 130
+
+
+def run_flags(name: str, schema: type, task: Callable, argv: Optional[Sequence[str]], sweep: Optional[Callable]):
+    """run_command's body: the flags first, then the sweep or the task."""
     with exit_on_user_error():
-        if args[:1] in (["-h"], ["--help"]):
+        flags, args = hydra_flags(list(sys.argv[1:] if argv is None else argv))
+        if "help" in flags:
             print(describe(name, schema))
-        elif args[:1] == ["--cfg"]:
-            print(OmegaConf.to_yaml(OmegaConf.structured(compose(name, schema, args[1:]))), end="")
+        elif "cfg" in flags:
+            print(OmegaConf.to_yaml(OmegaConf.structured(compose(name, schema, args))), end="")
+        elif "multirun" in flags:
+            if sweep is None:
+                raise ConfigError(f"-m (a sweep): {name} runs once; sweeps are train.py's (python train.py -m "
+                                  "optim.lr=1e-3,3e-3)")
+            return sweep(name, schema, args)
         else:
-            task(compose(name, schema, args), args)
+            return task(compose(name, schema, args), args)
+
+
+def hydra_flags(args: list[str]) -> tuple[set[str], list[str]]:
+    """({"help", "cfg", "multirun"} as found, the other items): Hydra's flags, anywhere on the line.
+    `--cfg job` and `--cfg all` both print the settings (ropegpt has no Hydra settings of its own)."""
+    flags, rest, i = set(), [], 0
+    while i < len(args):
+        item, i = args[i], i + 1
+        if item in ("-h", "--help"):
+            flags.add("help")
+        elif item in ("-m", "--multirun"):
+            flags.add("multirun")
+        elif item in ("-c", "--cfg") or item.startswith("--cfg="):
+            flags.add("cfg")
+            part = item.split("=", 1)[1] if "=" in item else None
+            if part is None and i < len(args) and args[i] in ("job", "all", "hydra"):
+                part, i = args[i], i + 1  # the flag's own argument
+            if part == "hydra":
+                raise ConfigError("--cfg hydra: ropegpt sets no Hydra options; --cfg job prints the settings")
+            if part not in (None, "job", "all"):
+                raise ConfigError(f"--cfg={part}: write --cfg or --cfg job")
+        else:
+            rest.append(item)
+    return flags, rest
 
 
 def compose(name: str, schema: type, args: Sequence[str] = ()) -> Any:

@@ -2,6 +2,8 @@
 heatmaps (one per layer and head, tokens on both axes, one colour scale)."""
 
 import json
+import math
+import statistics
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +14,7 @@ INCHES_PER_TOKEN = 0.13  # about 13 pixels per token: room for a 6-point label o
 
 
 NEEDED = {"train": ("step", "loss", "elapsed_s"), "eval": ("step", "val_loss", "elapsed_s")}
+START = 0.05  # the first 5% of steps, where the loss falls fastest from its first value, sets no y limit
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -32,12 +35,48 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return sorted(latest.values(), key=lambda e: (e["kind"], e["step"]))
 
 
-def plot_losses(runs: list[tuple[str, list[dict]]], path: str | Path, title: str = "") -> list[dict]:
+def without_spikes(losses: list[float]) -> list[float]:
+    """A run's training losses, each as the median of it and its two neighbours on each side: a spike of
+    one or two log lines sinks to its neighbours' level, while a curve's steady fall stays as it is.
+    A run of under 10 log lines is kept as it is (too few neighbours to tell a spike)."""
+    if len(losses) < 10:
+        return losses
+    return [statistics.median(losses[max(0, i - 2):i + 3]) for i in range(len(losses))]
+
+
+def loss_limits(runs: list[tuple[str, list[dict]]]) -> Optional[tuple[float, float, bool]]:
+    """The y range that shows every run's curves: (bottom, top, cut), cut when some loss is above top.
+
+    A first loss of 10.8 (a fresh model's) would squeeze curves that end near 1.5 into a flat line at
+    the bottom, and so would a run stopped after one log line. So only the losses logged after the
+    first 5% of the longest run's steps set the top (all of them when there are none: a short run),
+    training losses without their spikes (without_spikes); the bottom is the lowest loss drawn.
+    None when no loss is finite (nothing to scale to)."""
+    drawn, kept = [], []  # (step, loss) of every point drawn; those that may set the top
+    for _, entries in runs:
+        train = [(e["step"], e["loss"]) for e in entries if e.get("kind") == "train" and math.isfinite(e["loss"])]
+        evals = [(e["step"], e["val_loss"]) for e in entries
+                 if e.get("kind") == "eval" and math.isfinite(e["val_loss"])]  # averages: no spikes
+        drawn += train + evals
+        kept += list(zip([s for s, _ in train], without_spikes([loss for _, loss in train]))) + evals
+    if not drawn:
+        return None
+    horizon = START * max(step for step, _ in drawn)
+    top = max(loss for _, loss in [p for p in kept if p[0] > horizon] or kept)
+    bottom = min(loss for _, loss in drawn)
+    margin = 0.05 * (top - bottom) or 0.05 * abs(top) or 0.1  # room above and below the curves
+    bottom, top = bottom - margin, top + margin
+    return bottom, top, any(loss > top for _, loss in drawn)
+
+
+def plot_losses(runs: list[tuple[str, list[dict]]], path: str | Path, title: str = "",
+                metadata: Optional[dict] = None) -> list[dict]:
     """Save loss curves of one or more runs as a PNG: loss against steps (left) and against time
     (right); the training loss as a thin line, the validation loss as dots joined, one colour per run
-    (ten colours, then the same ten with dashed and dotted lines).
-    runs: (label, metrics.jsonl entries) pairs. Returns, per run, the (step, loss) points drawn of each
-    curve, so they can be checked."""
+    (ten colours, then the same ten with dashed and dotted lines). The y axis shows what loss_limits
+    chooses; a note under the picture says where the first losses are cut off.
+    runs: (label, metrics.jsonl entries) pairs; metadata: the PNG's text entries (matplotlib's savefig).
+    Returns, per run, the (step, loss) points drawn of each curve, so they can be checked."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
@@ -54,7 +93,7 @@ def plot_losses(runs: list[tuple[str, list[dict]]], path: str | Path, title: str
         for ax, x in zip(axes, ("step", "elapsed_s")):
             scale = 60.0 if x == "elapsed_s" else 1.0
             ax.plot([e[x] / scale for e in train], [e["loss"] for e in train], lw=0.8, alpha=0.6, ls=line,
-                    color=colour, label=f"{label}: train")
+                    color=colour, label=f"{label}: train", marker="." if len(train) == 1 else None)  # 1 line: a dot
             ax.plot([e[x] / scale for e in evals], [e["val_loss"] for e in evals], marker="o", ms=3, lw=1.5,
                     ls=line, color=colour, label=f"{label}: val" + (f" (last {evals[-1]['val_loss']:.4f})"
                                                                      if evals else ""))
@@ -65,8 +104,16 @@ def plot_losses(runs: list[tuple[str, list[dict]]], path: str | Path, title: str
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title or "loss curves", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI, format="png")
+    limits, bottom_room = loss_limits(runs), 0.0
+    if limits is not None:
+        axes[0].set_ylim(limits[0], limits[1])  # both panels: they share the y axis
+        if limits[2]:
+            fig.text(0.01, 0.01, f"y axis cut at {limits[1]:.3g}: higher losses (those of the first "
+                     f"{START:.0%} of steps, and training spikes) go off the top", fontsize=8, color="dimgray",
+                     gid="note")
+            bottom_room = 0.04
+    fig.tight_layout(rect=(0, bottom_room, 1, 1))
+    fig.savefig(path, dpi=DPI, format="png", metadata=metadata)
     plt.close(fig)
     return drawn
 

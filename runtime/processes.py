@@ -101,6 +101,9 @@ def launcher() -> str:
     return f"torchrun --nproc_per_node={per_node}" + (f" --nnodes={nodes}" if nodes > 1 else "")
 
 
+STOP_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number: a stopped command's exit code
+
+
 class StopSignal:
     """SIGINT (Ctrl-C) or SIGTERM sets a flag: the loop finishes its step, saves and exits.
 

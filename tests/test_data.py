@@ -247,7 +247,7 @@ def test_a_checksum_mismatch_is_a_clear_error_and_leaves_nothing(tmp_path, http_
     dest = tmp_path / "ts" / "input.txt"
     with pytest.raises(DataError, match=rf"sha256 {BODY_SHA256}, expected 0000.*put it at {dest}"):
         download(f"{http_server}/input.txt", dest, "0" * 64)
-    assert os.listdir(dest.parent) == []
+    assert os.listdir(tmp_path) == []
 
 
 def test_an_unreachable_server_is_a_clear_error_and_leaves_nothing(tmp_path):
@@ -257,7 +257,7 @@ def test_an_unreachable_server_is_a_clear_error_and_leaves_nothing(tmp_path):
     dest = tmp_path / "ts" / "input.txt"
     with pytest.raises(DataError, match=rf"could not download .*put it at {dest}"):
         download(f"http://127.0.0.1:{port}/input.txt", dest, BODY_SHA256, timeout=5)
-    assert os.listdir(dest.parent) == []
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_missing_remote_file_is_a_clear_error(tmp_path, http_server):
@@ -373,3 +373,20 @@ def test_prepare_command_prepares_a_text_file(tmp_path):
     assert "poem: 1,215 train and 135 val tokens, char tokenizer, vocabulary 30" in r.stdout
     r = run_prepare("data=text", f"data.path={tmp_path}/poem.txt", "data.name=poem", f"data.root={tmp_path}")
     assert "poem is prepared already: 1,215 train" in r.stdout
+
+
+def test_a_refused_download_makes_no_folder(tmp_path):
+    """Port 9 refuses on 127.0.0.1: the folders dest would need are not made (data.root=NEW leaves no empty
+    NEW/tinyshakespeare/)."""
+    dest = tmp_path / "new" / "tinyshakespeare" / "input.txt"
+    with pytest.raises(DataError, match=rf"could not download http://127.0.0.1:9/x: .*put it at {dest}"):
+        download("http://127.0.0.1:9/x", dest, None, timeout=5)
+    assert os.listdir(tmp_path) == []  # neither new/ nor a temporary file
+
+
+def test_a_refused_first_preparation_creates_nothing(tmp_path):
+    """data.root=NEW with no network: one line, exit 2, and no NEW/ (no empty folder, no lock file)."""
+    r = run_command("-m", "data.prepare", f"data.root={tmp_path / 'new'}", "data.url=http://127.0.0.1:9/input.txt",
+                    "data.sha256=null")
+    assert r.returncode == 2 and "could not download http://127.0.0.1:9/input.txt" in r.stderr
+    assert "Traceback" not in r.stderr and os.listdir(tmp_path) == []

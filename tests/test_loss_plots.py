@@ -65,12 +65,78 @@ def test_plot_py_overlays_runs_and_never_overwrites_a_picture(two_runs, tmp_path
     out = tmp_path / "compare.png"
     r = run_command(str(REPO / "plot.py"), *map(str, two_runs), "--out", str(out), timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == f"wrote {out} (2 run(s))"
+    assert r.stdout.strip() == f"wrote {out} (2 runs)"
     assert matplotlib.image.imread(out).std() > 0.01
+    assert plot_command.drawn_by_plot_py(out) and not plot_command.drawn_by_plot_py(two_runs[0] / "loss.png")
+    mine = tmp_path / "mine.png"  # the user's own picture (train.py's loss.png: a PNG, not plot.py's)
+    mine.write_bytes((two_runs[0] / "loss.png").read_bytes())
     before = fingerprint(tmp_path)
-    r = run_command(str(REPO / "plot.py"), *map(str, two_runs), "--out", str(out), "--labels", "a", "b", timeout=120)
-    assert r.returncode == 0 and f"wrote {tmp_path / 'compare-1.png'}" in r.stdout
-    assert {k: v for k, v in fingerprint(tmp_path).items() if k in before} == before  # compare.png untouched
+    r = run_command(str(REPO / "plot.py"), *map(str, two_runs), "--out", str(mine), "--labels", "a", "b", timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == (f"wrote {tmp_path / 'mine-1.png'} (2 runs); {mine} was not "
+                                                      "drawn by plot.py and was left as it was")
+    assert {k: v for k, v in fingerprint(tmp_path).items() if k in before} == before  # mine.png untouched
+
+
+def test_plot_py_redraws_its_own_picture_and_leaves_other_files_alone(two_runs, tmp_path, capsys, monkeypatch):
+    """A second `plot.py RUNS` replaces the runs.png it wrote (the README's name stays the newest
+    picture); a file there that plot.py did not write (not a PNG, or a PNG of another program) is kept."""
+    monkeypatch.chdir(tmp_path)
+    assert plot_command.main([str(two_runs[0])]) == Path("runs.png")
+    first = (tmp_path / "runs.png").read_bytes()
+    assert capsys.readouterr().out == "wrote runs.png (1 run)\n"
+    assert plot_command.main(list(map(str, two_runs))) == Path("runs.png")  # two runs now: a new picture
+    assert capsys.readouterr().out == "wrote runs.png (2 runs); it replaces the picture plot.py drew there before\n"
+    assert (tmp_path / "runs.png").read_bytes() != first and plot_command.drawn_by_plot_py(tmp_path / "runs.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.png"]  # no -1, no temporary file left
+    for theirs in (b"my notes", (two_runs[0] / "loss.png").read_bytes()):
+        (tmp_path / "compare.png").write_bytes(theirs)
+        for _ in range(2):  # the second time, compare-1.png is plot.py's own: redrawn
+            assert plot_command.main([str(two_runs[0]), "--out", "compare.png"]) == Path("compare-1.png")
+        assert (tmp_path / "compare.png").read_bytes() == theirs
+        assert "compare.png was not drawn by plot.py and was left as it was" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compare-1.png", "compare.png", "runs.png"]
+
+
+def fake_run(folder: Path, template: Path, date: str, **changes) -> Path:
+    """A run folder with template's config.yaml (a real one) where changes (flat keys: "optim.lr") are
+    set, its metrics.jsonl, and a train.log started on date."""
+    from omegaconf import OmegaConf
+
+    folder.mkdir(parents=True)
+    config = OmegaConf.load(template / "config.yaml")
+    for key, value in changes.items():
+        OmegaConf.update(config, key, value)
+    OmegaConf.save(config, folder / "config.yaml")
+    (folder / "metrics.jsonl").write_bytes((template / "metrics.jsonl").read_bytes())
+    (folder / "train.log").write_text(f"[{date} 10:00:00] run folder: {folder}\n")
+    return folder
+
+
+MINI = {"model.block_size": 64, "model.n_layer": 4, "model.n_head": 4, "model.n_kv_head": None, "model.n_embd": 128}
+
+
+def test_runs_are_labelled_by_what_differs_and_titled_by_what_they_share(two_runs, tmp_path):
+    labels, title = plot_command.describe(two_runs)  # trained with optim.lr and optim.min_lr 1e-4 and 1e-2
+    day = plot_command.start_date(two_runs[0])
+    assert labels == ["optim.lr=0.0001 optim.min_lr=0.0001", "optim.lr=0.01 optim.min_lr=0.01"]
+    assert title == f"2 runs on shakespeare_char, model=tiny, {day}"
+    t = two_runs[0]
+    runs = [fake_run(tmp_path / "a", t, "2026-12-03", **{"optim.lr": 1e-3}),
+            fake_run(tmp_path / "b", t, "2026-12-03", **MINI, **{"optim.lr": 3e-3}),
+            fake_run(tmp_path / "c", t, "2026-12-04", **{"optim.lr": 1e-3, "data.name": "War_and_Peace_char",
+                                                           "data.path": "/home/me/War and Peace.txt"})]
+    assert plot_command.describe(runs) == (["2026-12-03 shakespeare_char model=tiny optim.lr=0.001",
+                                            "2026-12-03 shakespeare_char model=mini optim.lr=0.003",
+                                            "2026-12-04 War_and_Peace_char model=tiny optim.lr=0.001"], "3 runs")
+    assert plot_command.describe(runs[:2]) == (["model=tiny optim.lr=0.001", "model=mini optim.lr=0.003"],
+                                               "2 runs on shakespeare_char, 2026-12-03")
+    same = [fake_run(tmp_path / d / "10-00-00", t, d) for d in ("2026-12-05", "2026-12-06")]
+    again = fake_run(tmp_path / "11-30-00", t, "2026-12-06", **{"model.dropout": 0.1})
+    assert plot_command.describe(same) == (["2026-12-05 10-00-00", "2026-12-06 10-00-00"],
+                                           "2 runs on shakespeare_char, model=tiny")
+    assert plot_command.describe([same[1], again])[0] == ["model.dropout=0", "model.dropout=0.1"]
+    (again / "config.yaml").unlink()  # a run folder without its config: named by its folder
+    assert plot_command.describe([same[1], again]) == (["10-00-00", "11-30-00"], "2 runs, 2026-12-06")
 
 
 def test_a_run_that_has_not_logged_yet_is_left_out_with_a_note(two_runs, tmp_path, capsys, monkeypatch):
@@ -125,3 +191,58 @@ def test_damaged_lines_are_skipped_and_a_step_logged_twice_keeps_its_later_entry
              json.dumps({"kind": "train", "step": 3}), json.dumps(entry(2, 3.5))]  # resumed from step 1
     (tmp_path / "metrics.jsonl").write_bytes("\n".join(lines).encode() + b"\n\xff\xfe not utf-8\n")
     assert read_metrics(tmp_path) == [entry(1, 4.0), entry(2, 3.5)]
+
+
+def write_metrics(folder: Path, losses: dict[int, float], evals: dict[int, float] = {}) -> Path:  # noqa: B006
+    """A run folder whose metrics.jsonl logged these training losses and val losses (by step)."""
+    folder.mkdir()
+    lines = [{"kind": "train", "step": s, "loss": loss, "elapsed_s": s / 10} for s, loss in losses.items()]
+    lines += [{"kind": "eval", "step": s, "val_loss": loss, "elapsed_s": s / 10} for s, loss in evals.items()]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return folder
+
+
+def drawn_limits(runs, path, monkeypatch) -> tuple[tuple[float, float], list[str]]:
+    """plot_losses's y limits and the notes written on the picture, as the saved figure has them."""
+    import matplotlib.pyplot as plt
+
+    seen = []
+    real_savefig = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        notes = [t.get_text() for t in fig.texts if t.get_gid() == "note"]
+        seen.append((fig.axes[0].get_ylim(), fig.axes[1].get_ylim(), notes))
+        return real_savefig(fig, *args, **kwargs)
+    monkeypatch.setattr(plt.Figure, "savefig", spy)
+    plot_losses([(f.name, read_metrics(f)) for f in runs], path)
+    (left, right, notes), = seen
+    assert left == right  # one y axis for both panels
+    return left, notes
+
+
+def test_the_y_axis_shows_the_curves_not_the_first_losses(tmp_path, monkeypatch):
+    """A fresh model's first loss (10.8) and a run stopped after one log line would flatten the curves
+    that end near 1.5: the y axis is set by the losses after the first 5% of steps, spikes aside."""
+    import math
+
+    curve = {s: 1.5 + 9.3 * math.exp(-s / 30) for s in range(5, 1001, 5)}  # from 10.8 down to 1.5
+    curve[600] = 20.0  # one training spike
+    long = write_metrics(tmp_path / "long", curve, {s: 1.55 + 9.3 * math.exp(-s / 30)
+                                                            for s in range(100, 1001, 100)})
+    stopped = write_metrics(tmp_path / "stopped", {10: 10.8})
+    (bottom, top), notes = drawn_limits([long, stopped], tmp_path / "a.png", monkeypatch)
+    settled = [loss for s, loss in curve.items() if s > 50 and s != 600]  # after 5% of 1000 steps
+    assert bottom <= min(settled) and top >= max(settled) and top < 4.0  # every loss after step 50 shows
+    assert top < curve[10] and top < 20.0  # the first losses and the spike are above the axis
+    assert len(notes) == 1 and notes[0].startswith(f"y axis cut at {top:.3g}: higher losses")
+    assert matplotlib.image.imread(tmp_path / "a.png").std() > 0.01
+
+
+def test_the_y_axis_shows_every_loss_of_runs_without_a_first_fall(two_runs, tmp_path, monkeypatch):
+    """Real short runs (6 steps), or one log line alone: nothing is cut, and no note says so."""
+    losses = [e.get("loss", e.get("val_loss")) for run in two_runs for e in read_metrics(run)]
+    (bottom, top), notes = drawn_limits(two_runs, tmp_path / "a.png", monkeypatch)
+    assert bottom < min(losses) and max(losses) < top and notes == []
+    one = write_metrics(tmp_path / "one", {10: 10.8})
+    (bottom, top), notes = drawn_limits([one], tmp_path / "b.png", monkeypatch)
+    assert bottom < 10.8 < top and notes == []

@@ -432,7 +432,8 @@ def test_without_cuda_the_gpu_recipe_says_so_estimates_and_names_the_cpu_recipe(
 
 
 @pytest.mark.slow
-def test_sigterm_finishes_the_step_saves_and_exits_cleanly(data_root, tmp_path):
+def test_sigterm_finishes_the_step_saves_and_exits_143(data_root, tmp_path):
+    """Stopped, not finished: exit code 143 (128 + SIGTERM), so scripts and sweeps can tell."""
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *TINY, "max_steps=100000", "eval_interval=100000",
                              f"data.root={data_root}", f"out_dir={run}"], cwd=REPO,
@@ -443,10 +444,11 @@ def test_sigterm_finishes_the_step_saves_and_exits_cleanly(data_root, tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 143, err
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["step"] >= 3
     assert f"SIGTERM received: saved step {state['step']}" in out and f"resume={run}" in out
+    assert out.strip().splitlines()[-1].startswith(f"stopped at step {state['step']} by SIGTERM (best val loss n/a")
 
 
 @pytest.mark.slow

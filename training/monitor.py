@@ -115,6 +115,18 @@ class Monitor:
             self.warned = True
         self.best_tok_s = max(self.best_tok_s, tok_s)
 
+    def finished(self, val_loss: Optional[float], stopped_by: Optional[str]) -> None:
+        """The run's last line: done after its last step; stopped after a stop signal, with the best val
+        loss so far (the last evaluation may lie steps behind)."""
+        if stopped_by:
+            best = self.state.best_val_loss
+            best_text = f"{best:.4f}" if best < float("inf") else "n/a: no evaluation yet"
+            self.log.info("stopped at step %d by %s (best val loss %s), %s", self.state.step, stopped_by, best_text,
+                          duration(self.state.elapsed()))
+        else:
+            self.log.info("done: step %d, val loss %s, %s", self.state.step,
+                          f"{val_loss:.4f}" if val_loss is not None else "n/a", duration(self.state.elapsed()))
+
     def announce(self, out_dir: Optional[Path], resumed_from: Optional[Path], dtype: torch.dtype) -> None:
         """What this run is: its folder, model, data, device and batch."""
         cfg, m, log, procs = self.cfg, self.model.config, self.log, self.state.procs

@@ -1,0 +1,113 @@
+"""Sweeps (`python train.py -m`), Hydra's flags anywhere on the line, and a stopped run's exit code.
+
+Through the real command line, on the tiny model and Tiny Shakespeare's characters.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, fingerprint, run_command
+
+TINY = ["model=tiny", "batch_size=2", "eval_interval=4", "eval_batches=1", "compile=false", "suggest_cpu_recipe=false",
+        "log_interval=2"]
+
+
+def sweep_state(folder: Path) -> dict:
+    return json.loads((folder / "sweep.json").read_text())
+
+
+def test_a_2x2_sweep_runs_every_combination_in_its_folder_with_a_table_and_a_picture(tmp_path, data_root):
+    folder = tmp_path / "my sweep"
+    r = run_command("train.py", "-m", *TINY, f"data.root={data_root}", "max_steps=4,8", "optim.lr=1e-3,3e-3",
+                    f"sweep_dir={folder}", "jobs=2", timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    runs = sweep_state(folder)["runs"]
+    assert [run["overrides"][-2:] for run in runs] == [  # Hydra's order: the last key varies fastest
+        ["max_steps=4", "optim.lr=0.001"], ["max_steps=4", "optim.lr=0.003"],
+        ["max_steps=8", "optim.lr=0.001"], ["max_steps=8", "optim.lr=0.003"]]
+    assert [run["status"] for run in runs] == ["done"] * 4
+    for run in runs:  # each a normal run of train.py, with its own settings
+        metrics = [json.loads(line) for line in (folder / run["dir"] / "metrics.jsonl").read_text().splitlines()]
+        assert max(e["step"] for e in metrics) == int(run["overrides"][-2].split("=")[1])
+        assert (folder / run["dir"] / "checkpoints" / "last.pt").is_file()
+    table = (folder / "sweep.md").read_text()
+    assert "| 3 | max_steps=8 optim.lr=0.003 | done | 8 |" in table and table in r.stdout.replace("\r", "")
+    assert "every run: model=tiny" in table
+    assert (folder / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["optim.lr=1e-3,oops"], "optim.lr"),
+    (["model=tiny,giant"], "there is no configs/model/giant.yaml"),
+    (["optim.lr=1e-3,3e-3", "jobs=0"], "jobs=0 must be a whole number >= 1"),
+    (["optim.lr=1e-3,3e-3", "out_dir=x"], "out_dir=x: a sweep gives each run its own folder"),
+    (["optim.lr=1e-3"], "-m with no list of values"),
+])
+def test_a_sweep_with_a_bad_value_refuses_before_any_run_starts(tmp_path, args, message):
+    sweeps = sorted((REPO / "outputs").glob("sweeps/*/*"))
+    r = run_command(str(REPO / "train.py"), *args, "-m", f"sweep_dir={tmp_path / 'sweep'}", *TINY, cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr
+    assert list(tmp_path.iterdir()) == [] and sorted((REPO / "outputs").glob("sweeps/*/*")) == sweeps  # nothing created
+
+
+def test_ctrl_c_stops_a_sweep_and_the_same_command_runs_only_what_is_left(tmp_path, data_root):
+    folder = tmp_path / "sweep"
+    args = [sys.executable, "train.py", "-m", *TINY, f"data.root={data_root}", "max_steps=4,60", "eval_interval=30",
+            "optim.lr=1e-3,3e-3", f"sweep_dir={folder}"]
+    sweep = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    metrics = folder / "2" / "metrics.jsonl"
+    while time.time() < deadline and not (metrics.exists() and '"train"' in metrics.read_text()):  # run 2 trains
+        time.sleep(0.1)
+    sweep.send_signal(signal.SIGINT)  # Ctrl-C
+    out = sweep.communicate(timeout=300)[0]
+    assert sweep.returncode == 130, out
+    assert [run["status"] for run in sweep_state(folder)["runs"]] == ["done", "done", "stopped", "pending"], out
+    assert "unfinished: 2, 3. Continue with: python train.py -m" in out
+    assert "stopped at step" in (folder / "2" / "train.log").read_text()
+
+    finished = [fingerprint(folder / "0"), fingerprint(folder / "1")]
+    again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)  # the same command
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert [run["status"] for run in sweep_state(folder)["runs"]] == ["done"] * 4
+    assert "2 finished before" in again.stdout and "max_steps=60 optim.lr=0.001: resumed" in again.stdout
+    assert [fingerprint(folder / "0"), fingerprint(folder / "1")] == finished  # not run again
+    steps = [json.loads(line)["step"] for line in (folder / "2" / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 60
+
+
+def test_hydra_flags_go_anywhere_on_the_line():
+    at_end = run_command("train.py", "data=shakespeare", "--cfg")
+    in_front = run_command("train.py", "--cfg", "job", "data=shakespeare")
+    assert at_end.returncode == in_front.returncode == 0 and at_end.stdout == in_front.stdout
+    assert "tokenizer: gpt2" in at_end.stdout
+    helped = run_command("sample.py", "prompt=hi", "--help")
+    assert helped.returncode == 0 and "max_new_tokens" in helped.stdout
+    for args, message in [(["--cfg", "hydra"], "ropegpt sets no Hydra options"),
+                          (["-m", "prompt=a,b"], "sweeps are train.py's")]:
+        r = run_command("sample.py", *args)
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_stopped_run_says_so_and_exits_130(tmp_path, data_root):
+    run = subprocess.Popen([sys.executable, "train.py", *TINY, f"data.root={data_root}", "max_steps=100000",
+                            f"out_dir={tmp_path / 'run'}"], cwd=REPO, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and "val loss" not in (
+            (tmp_path / "run" / "train.log").read_text() if (tmp_path / "run" / "train.log").exists() else ""):
+        time.sleep(0.2)  # until the first evaluation
+    run.send_signal(signal.SIGINT)
+    out = run.communicate(timeout=120)[0]
+    assert run.returncode == 130, out
+    last = out.strip().splitlines()[-1]
+    best = min(json.loads(line)["val_loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+               if '"eval"' in line)
+    assert last.startswith("stopped at step ") and f"by SIGINT (best val loss {best:.4f})" in last, last
