@@ -267,7 +267,7 @@ def corpus_lock(out_dir: Path):
     import fcntl
 
     root, path = out_dir.parent, out_dir.with_name(f".{out_dir.name}.lock")
-    made_root = not root.exists()
+    made_root, made_lock = not root.exists(), not path.exists()
     root.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as lock:
         try:
@@ -278,9 +278,9 @@ def corpus_lock(out_dir: Path):
         try:
             yield
         except BaseException:
-            if made_root:  # a refused first preparation (no network, a bad path) leaves no new folder
+            if made_lock:  # a refused first preparation (no network, a bad path) leaves no file, no folder
                 path.unlink(missing_ok=True)
-                if not any(root.iterdir()):
+                if made_root and not any(root.iterdir()):
                     root.rmdir()
             raise
         finally:

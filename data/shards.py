@@ -4,15 +4,22 @@ data/<name>/ holds train_00000.bin, train_00001.bin, ..., val_00000.bin, ...: to
 little-endian uint16 (uint32 for vocabularies over 65,536), at most `shard_tokens` per file, and
 meta.json with the tokenizer, the dtype, and for each split its shards' names, token counts and
 sha256 checksums. No pickle anywhere.
+
+A disk that fills while writing them stops with one line (runtime.files.DiskFullError) that names the
+dataset's folder and the space it needs; data/prepare.py then removes its partial folder, and a
+dataset prepared before is left as it was.
 """
 
 import hashlib
 import json
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from data.config import DataError, tokenizer_kind
+from runtime.files import disk_full, disk_full_error, free_space
 
 FORMAT_VERSION = 2
 
@@ -35,6 +42,10 @@ class ShardWriter:
 
     def write(self, ids: np.ndarray) -> None:
         ids = ids.astype(self.dtype, copy=False)
+        with unless_disk_full(self.out_dir, ids.nbytes, on_full=self.abandon):
+            self.append(ids)
+
+    def append(self, ids: np.ndarray) -> None:
         while len(ids):
             if self.file is None:
                 name = f"{self.split}_{len(self.shards):05d}.bin"
@@ -55,12 +66,53 @@ class ShardWriter:
             self.file, self.count = None, 0
 
     def close(self) -> list[dict]:
-        self.finish_shard()
+        with unless_disk_full(self.out_dir, 0, on_full=self.abandon):
+            self.finish_shard()  # closing writes what the file still buffers
         return self.shards
+
+    def abandon(self) -> None:
+        """Close the open shard without writing more (the disk refused it); its file is left to the caller."""
+        if self.file is not None:
+            file, self.file = self.file, None
+            try:
+                file.close()
+            except OSError:  # the bytes it still held: the disk refuses them again
+                pass
+
+
+@contextmanager
+def unless_disk_full(out_dir: Path, pending: int, on_full=lambda: None) -> Iterator[None]:
+    """Run the body, which writes `pending` bytes into out_dir; a full disk calls on_full() and becomes a
+    DiskFullError naming the dataset's folder, more than the bytes out_dir holds already (or pending) as
+    the space needed, and the space free once data/prepare.py has removed its partial folder. Other
+    errors pass unchanged."""
+    try:
+        yield
+    except OSError as e:
+        if not disk_full(e):
+            raise
+        on_full()
+        folder, written = shown_folder(out_dir), sum(p.stat().st_size for p in out_dir.iterdir() if p.is_file())
+        removed = written if folder != out_dir else 0  # prepare's partial folder goes, with its bytes
+        free = free_space(out_dir)
+        then = ("free some space, or give data.root= on another disk, and prepare again; nothing prepared before "
+                "was changed")
+        raise disk_full_error(folder, "preparing its token shards", max(written, pending), then, e,
+                              free=free + removed if free is not None else None, at_least=True) from e
+
+
+def shown_folder(out_dir: Path) -> Path:
+    """The folder the user knows: data/NAME for data/prepare.py's partial folder data/.NAME.partial-HOST-PID."""
+    name = out_dir.name
+    if name.startswith(".") and ".partial-" in name:
+        return out_dir.with_name(name[1:name.index(".partial-")])
+    return out_dir
 
 
 def write_meta(out_dir: Path, meta: dict) -> None:
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+    text = json.dumps(meta, indent=1, ensure_ascii=False)
+    with unless_disk_full(out_dir, len(text.encode("utf-8"))):
+        (out_dir / "meta.json").write_text(text, encoding="utf-8")
 
 
 def load_meta(out_dir: Path, tokenizer: str | None = None) -> dict:

@@ -69,6 +69,32 @@ def save_checkpoint(state: dict, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def checkpoint_bytes(state: dict) -> int:
+    """About the size of state's checkpoint file: the bytes of its tensors' storages, each counted once
+    (tied weights share one, as torch.save writes it), plus a little for the zip's entries and the rest."""
+    storages, other = {}, 0
+
+    def visit(value) -> None:
+        nonlocal other
+        if isinstance(value, torch.Tensor):
+            try:
+                storage = value.untyped_storage()
+                storages[(value.device, storage.data_ptr())] = storage.nbytes()
+            except (RuntimeError, NotImplementedError):  # a tensor without a storage of its own
+                other += value.numel() * value.element_size()
+        elif isinstance(value, dict):
+            for v in value.values():
+                visit(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                visit(v)
+        else:
+            other += 64  # a number, a string, a config entry: pickled in a few bytes
+
+    visit(state)
+    return sum(storages.values()) + other + 192 * len(storages) + 4096  # 192: a zip entry, its alignment, its pickle
+
+
 def link_checkpoint(src: Path, dest: Path) -> None:
     """Make dest the same file as src (a hard link, else a copy), atomically, e.g. best.pt = last.pt."""
     tmp = dest.with_name(f".{dest.name}.tmp")

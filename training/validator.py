@@ -10,10 +10,13 @@ from typing import Any, Callable, Optional
 import torch
 
 from model.gpt import GPT
+from runtime.files import writing
 from runtime.plots import plot_losses, read_metrics
-from runtime.runlog import RunLog
+from runtime.runlog import RunLog, after_full_disk
 from training.guard import diverged
 from training.state import TrainState
+
+PICTURE_BYTES = 100_000  # about the size of a first loss.png (1200 x 450 pixels); later ones replace it
 
 
 @torch.no_grad()
@@ -89,14 +92,20 @@ class Validator:
     def draw_loss_png(self) -> None:
         """Rank 0: loss.png in the run folder, from metrics.jsonl (so a resumed run's picture covers it all),
         written under a temporary name and renamed, so a viewer never sees half a picture. A picture that
-        cannot be drawn costs one warning, never the run."""
+        cannot be drawn costs one warning, never the run; a full disk stops it (DiskFullError: one line)
+        right after the checkpoint this evaluation saved, before it fails a later one."""
         if self.out_dir is None or not self.cfg.plot:
             return
-        partial = self.out_dir / ".loss.png.partial"
+        partial, picture = self.out_dir / ".loss.png.partial", self.out_dir / "loss.png"
+        needed = picture.stat().st_size if picture.exists() else PICTURE_BYTES
+        then = after_full_disk(self.out_dir, f"its checkpoint of step {self.state.step}")  # saved just before
         try:
-            plot_losses([(self.out_dir.name, read_metrics(self.out_dir))], partial,
-                        title=f"{self.out_dir}: {self.cfg.data.name}, {self.model.num_params():,} parameters")
-            os.replace(partial, self.out_dir / "loss.png")
+            with writing(self.out_dir, "drawing loss.png", needed, then):
+                try:
+                    title = f"{self.out_dir}: {self.cfg.data.name}, {self.model.num_params():,} parameters"
+                    plot_losses([(self.out_dir.name, read_metrics(self.out_dir))], partial, title=title)
+                    os.replace(partial, picture)
+                finally:
+                    partial.unlink(missing_ok=True)  # what a failed drawing left (nothing after the rename)
         except (ImportError, OSError, ValueError, RuntimeError) as e:
             self.log.warning("could not draw loss.png (%s); training goes on, and plot.py can draw it later", e)
-            partial.unlink(missing_ok=True)
