@@ -18,9 +18,11 @@ known to work before a GPU runs it).
 """
 
 import argparse
+import atexit
 import io
 import json
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -75,6 +77,7 @@ def run_train(args: list[str]) -> tuple[dict, Path]:
     from train import TrainConfig, train
 
     out = Path(tempfile.mkdtemp(prefix="gpu_check_"))
+    atexit.register(shutil.rmtree, out, True)  # the check's own runs: gone when it ends
     summary = train(compose("train", TrainConfig, [*args, f"out_dir={out / 'run'}", "progress=false"]), args)
     return summary, out / "run"
 
