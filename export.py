@@ -78,6 +78,10 @@ def export(cfg: ExportConfig) -> Path:
         print(f"  {file.name}  {file.stat().st_size:,} bytes")
     print(f"load it with transformers: AutoModelForCausalLM.from_pretrained({str(out)!r}), "
           f"AutoTokenizer.from_pretrained({str(out)!r})")
+    if tokenizer.kind == "char":
+        print("note: llama.cpp cannot convert this export: its converter reads SentencePiece models and the byte-level "
+              "BPEs of known models, not a vocabulary of characters; for llama.cpp, train on GPT-2 BPE tokens "
+              "(data=shakespeare, or data.tokenizer=gpt2) and export that run (docs/huggingface.md)")
     return out
 
 
