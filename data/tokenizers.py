@@ -252,6 +252,8 @@ def save_hf_tokenizer(tokenizer, folder: Path, model_max_length: int) -> None:
               "clean_up_tokenization_spaces": False}  # decoding must give the text back, spaces and all
     bos, eos = special_ids(tokenizer)
     special = {"bos_token": bos, "eos_token": eos[0] if eos else None}
+    if tokenizer.kind == "char":  # a pad token inside the vocabulary, else a client (lm-eval) adds one outside it
+        special["pad_token"] = bos
     config.update({k: hf.id_to_token(i) for k, i in special.items() if i is not None})
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 

@@ -248,7 +248,7 @@ def test_an_export_is_readable_as_the_users_other_files_and_a_char_export_names_
                                  "tokenizer_config.json")}
     # lm-eval starts a rolling log-likelihood from the BOS (else the EOS): the newline, here as in sample.py
     hf_tok = transformers.AutoTokenizer.from_pretrained(out)
-    assert hf_tok.bos_token == "\n" and hf_tok.bos_token_id == tokenizer.stoi["\n"]
+    assert hf_tok.bos_token == hf_tok.pad_token == "\n" and hf_tok.bos_token_id == tokenizer.stoi["\n"]
     assert json.loads((out / "config.json").read_text())["bos_token_id"] == tokenizer.stoi["\n"]
     assert hf_tok("ROMEO:")["input_ids"] == tokenizer.encode("ROMEO:")  # and a prompt gets no BOS
     # llama.cpp's converter cannot read a character vocabulary (bench/llama_cpp.py shows it): export says so
