@@ -111,3 +111,13 @@ def test_a_stopped_run_says_so_and_exits_130(tmp_path, data_root):
     best = min(json.loads(line)["val_loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
                if '"eval"' in line)
     assert last.startswith("stopped at step ") and f"by SIGINT (best val loss {best:.4f})" in last, last
+
+
+def test_a_failed_run_stops_the_sweep_with_one_line_naming_its_log(tmp_path):
+    folder = tmp_path / "sweep"
+    r = run_command("train.py", "-m", *TINY, "data=text", "data.path=/nonexistent/a.txt,/nonexistent/b.txt",
+                    f"sweep_dir={folder}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines() == [f"error: run 0 of the sweep failed (exit code 2): see {folder / '0.log'}"]
+    assert [run["status"] for run in sweep_state(folder)["runs"]] == ["failed", "pending"]
+    assert "error: no such file or folder: /nonexistent/a.txt (data.path)" in (folder / "0.log").read_text()

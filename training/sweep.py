@@ -37,6 +37,7 @@ from runtime.config import ConfigError, compose, parse_overrides
 from runtime.plots import read_metrics
 from runtime.processes import STOP_EXIT_CODES
 from runtime.runlog import duration
+from training import TrainError
 
 TRAIN = Path(__file__).resolve().parent.parent / "train.py"
 SWEEP_KEYS = ("jobs", "sweep_dir")  # the sweep's own settings, not passed to the runs
@@ -62,6 +63,10 @@ def run_sweep(name: str, schema: type, args: list[str]) -> dict:
         left = [run["dir"] for run in state["runs"] if run["status"] != "done"]
         print(f"the sweep stopped ({stopped_by or 'a run failed'}); unfinished: {', '.join(left)}. Continue with: "
               f"python train.py -m {' '.join(quoted(a) for a in args)}" + f" sweep_dir={quoted(str(folder))}")
+    failed = [run for run in state["runs"] if run["status"] == "failed"]
+    if failed and not stopped_by:  # a script can tell: exit 2, the run's own folder and log named
+        raise TrainError(f"run {failed[0]['dir']} of the sweep failed (exit code {failed[0]['returncode']}): see "
+                         f"{folder / (failed[0]['dir'] + '.log')}")
     return {"runs": state["runs"], "interrupted": stopped_by}
 
 
