@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from sample import main as sample_main
 from tests.helpers import REPO, fingerprint, run_command
+from train import main as train_main
 
 TINY = ["model=tiny", "batch_size=2", "eval_interval=4", "eval_batches=1", "compile=false", "suggest_cpu_recipe=false",
         "log_interval=2"]
@@ -49,12 +51,14 @@ def test_a_2x2_sweep_runs_every_combination_in_its_folder_with_a_table_and_a_pic
     (["optim.lr=1e-3,3e-3", "out_dir=x"], "out_dir=x: a sweep gives each run its own folder"),
     (["optim.lr=1e-3"], "-m with no list of values"),
 ])
-def test_a_sweep_with_a_bad_value_refuses_before_any_run_starts(tmp_path, args, message):
-    sweeps = sorted((REPO / "outputs").glob("sweeps/*/*"))
-    r = run_command(str(REPO / "train.py"), *args, "-m", f"sweep_dir={tmp_path / 'sweep'}", *TINY, cwd=tmp_path)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr
-    assert list(tmp_path.iterdir()) == [] and sorted((REPO / "outputs").glob("sweeps/*/*")) == sweeps  # nothing created
+def test_a_sweep_with_a_bad_value_refuses_before_any_run_starts(tmp_path, monkeypatch, capsys, args, message):
+    """train.py's main in this process (the command line's own path, without a new interpreter each time)."""
+    monkeypatch.chdir(tmp_path)  # where outputs/sweeps/ would be created
+    with pytest.raises(SystemExit) as stop:
+        train_main([*args, "-m", f"sweep_dir={tmp_path / 'sweep'}", *TINY])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err
+    assert list(tmp_path.iterdir()) == []  # nothing created: no sweep folder, no outputs/
 
 
 def test_ctrl_c_stops_a_sweep_and_the_same_command_runs_only_what_is_left(tmp_path, data_root):
@@ -83,17 +87,21 @@ def test_ctrl_c_stops_a_sweep_and_the_same_command_runs_only_what_is_left(tmp_pa
     assert steps[-1] == 60
 
 
-def test_hydra_flags_go_anywhere_on_the_line():
-    at_end = run_command("train.py", "data=shakespeare", "--cfg")
-    in_front = run_command("train.py", "--cfg", "job", "data=shakespeare")
-    assert at_end.returncode == in_front.returncode == 0 and at_end.stdout == in_front.stdout
-    assert "tokenizer: gpt2" in at_end.stdout
-    helped = run_command("sample.py", "prompt=hi", "--help")
-    assert helped.returncode == 0 and "max_new_tokens" in helped.stdout
+def test_hydra_flags_go_anywhere_on_the_line(capsys):
+    train_main(["data=shakespeare", "--cfg"])
+    at_end = capsys.readouterr().out
+    train_main(["--cfg", "job", "data=shakespeare"])
+    assert capsys.readouterr().out == at_end and "tokenizer: gpt2" in at_end
+    sample_main(["prompt=hi", "--help"])
+    assert "max_new_tokens" in capsys.readouterr().out
     for args, message in [(["--cfg", "hydra"], "ropegpt sets no Hydra options"),
                           (["-m", "prompt=a,b"], "sweeps are train.py's")]:
-        r = run_command("sample.py", *args)
-        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        with pytest.raises(SystemExit) as stop:
+            sample_main(args)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    r = run_command("train.py", "max_steps=3", "--cfg")  # and through a real command line
+    assert r.returncode == 0 and "max_steps: 3" in r.stdout
 
 
 def test_a_stopped_run_says_so_and_exits_130(tmp_path, data_root):
