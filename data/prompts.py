@@ -42,7 +42,7 @@ def prompt_tokens(tokenizer, prompt: str) -> list[int]:
     SmolLM2's: no), as transformers' tokenizer(prompt) and llama.cpp decide; so a run and its export read
     a prompt alike. A prompt of no tokens starts from end-of-text (GPT-2's <|endoftext|>), else from the
     document separator (a character model's newline), else from token 0."""
-    ids = tokenizer.encode_prompt(prompt) if tokenizer.kind == "hf" else tokenizer.encode(prompt)
+    ids = tokenizer.encode_prompt(prompt)
     if ids:
         return ids
     if tokenizer.eot is not None:

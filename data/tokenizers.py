@@ -1,4 +1,4 @@
-"""Three tokenizers behind one small interface: encode, decode, vocab_size, eot, bos, eos, meta.
+"""Three tokenizers behind one small interface: encode, encode_prompt, decode, vocab_size, eot, bos, eos, meta.
 
 - `CharTokenizer`: one token per character of the corpus.
 - `GPT2Tokenizer`: GPT-2's byte-pair encoding, through tiktoken.
@@ -42,6 +42,8 @@ class CharTokenizer:
             unknown = sorted({c for c in text if c not in self.stoi})
             raise DataError(f"{len(unknown)} character(s) not in the {self.vocab_size}-character vocabulary: "
                             f"{', '.join(map(repr, unknown))}. Remove them from the text.") from None
+
+    encode_prompt = encode  # a prompt is text like any other: no special token
 
     def encode_array(self, text: str) -> np.ndarray:
         """encode, vectorised for corpora: a lookup table indexed by code point, (len(text),) int64."""
@@ -94,6 +96,8 @@ class GPT2Tokenizer:
     def encode(self, text: str) -> list[int]:
         # Special-token strings in the text are encoded as ordinary text, never as control tokens.
         return self.enc.encode_ordinary(text)
+
+    encode_prompt = encode  # no BOS: GPT-2 starts a text with none
 
     def encode_array(self, text: str) -> np.ndarray:
         return np.array(self.enc.encode_ordinary(text), dtype=np.int64)

@@ -62,7 +62,7 @@ def run_sweep(name: str, schema: type, args: list[str]) -> dict:
     if stopped_by or any(run["status"] != "done" for run in state["runs"]):
         left = [run["dir"] for run in state["runs"] if run["status"] != "done"]
         print(f"the sweep stopped ({stopped_by or 'a run failed'}); unfinished: {', '.join(left)}. Continue with: "
-              f"python train.py -m {' '.join(quoted(a) for a in args)}" + f" sweep_dir={quoted(str(folder))}")
+              f"python train.py -m {shlex.join([*args, f'sweep_dir={folder}'])}")
     failed = [run for run in state["runs"] if run["status"] == "failed"]
     if failed and not stopped_by:  # a script can tell: exit 2, the run's own folder and log named
         raise TrainError(f"run {failed[0]['dir']} of the sweep failed (exit code {failed[0]['returncode']}): see "
@@ -258,8 +258,3 @@ def varying(state: dict, run: dict) -> str:
     """The run's overrides that differ between the runs of the sweep: its label in the picture."""
     columns = list(zip(*(r["overrides"] for r in state["runs"])))
     return " ".join(value for value, column in zip(run["overrides"], columns) if len(set(column)) > 1)
-
-
-def quoted(item: str) -> str:
-    """item as a shell reads it back (quotes where it holds spaces, parentheses or the like)."""
-    return shlex.quote(item)
