@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from model.gpt import ROPE_SCALING_KEYS, GPT, GPTConfig, rope_scaling_problems
+from model.gpt import ROPE_SCALING_KEYS, GPT, GPTConfig
 
 # ropegpt's parameter name -> Llama's: within each layer (blocks.i. -> model.layers.i.), and outside the layers.
 LAYER_NAMES = {
@@ -137,11 +137,9 @@ def gpt_config(llama: dict, block_size: Optional[int] = None, **ropegpt_settings
                         "TinyLlama)")
     rope = {**(get("rope_scaling") or {}), **(get("rope_parameters") or {})}  # transformers 4.x, 5.x
     theta, scaling = rope.get("rope_theta", get("rope_theta", 10000.0)), rope_scaling(rope)
-    if isinstance(scaling, str):
+    if isinstance(scaling, str):  # a type ropegpt lacks; a bad value of a known type is GPTConfig's to refuse
         problems.append(scaling)
         scaling = None
-    elif scaling and rope_scaling_problems(scaling):
-        problems.append(f"rope_scaling {scaling}: {'; '.join(rope_scaling_problems(scaling))}")
     hidden, heads, head_dim = get("hidden_size"), get("num_attention_heads"), get("head_dim")
     if head_dim is not None and hidden and heads and head_dim * heads != hidden:
         problems.append(f"head_dim={head_dim} with {heads} heads of width {hidden}: ropegpt's heads are "
