@@ -33,7 +33,7 @@ from model.gpt import GPT, GPTConfig
 from runtime import checkpoint, devices, parallel, processes
 from runtime.config import require, run_command
 from runtime.processes import STOP_EXIT_CODES
-from runtime.optimizers import Optimizers
+from runtime.optimizers import Muon, Optimizers
 from runtime.runlog import NullRunLog, RunLog, duration
 from training import TrainError, corpus, pretrained, resume, run_folder
 from training.checkpointer import Checkpointer
@@ -248,8 +248,9 @@ def build_optimizer(model: torch.nn.Module, o: OptimConfig, device: torch.device
     With name=muon, the blocks' matrices (W_Q, W_K, W_V, W_O and the MLP's) go to Muon instead: momentum,
     then each update matrix orthogonalised (Newton-Schulz: its singular values pushed towards 1), so
     every direction of a matrix learns at the same rate (Jordan et al. 2024, as in modded-nanogpt and
-    nanochat). The embedding, the LM head and the norm scales stay with AdamW. Each param group's
-    lr_ratio is its peak learning rate over optim.lr: the loop's schedule scales every group alike.
+    nanochat); in bf16 where the device has it natively, in fp32 elsewhere (runtime/optimizers.py). The
+    embedding, the LM head and the norm scales stay with AdamW. Each param group's lr_ratio is its peak
+    learning rate over optim.lr: the loop's schedule scales every group alike.
     """
     to_muon = {n: o.name == "muon" and n.startswith("blocks.") and p.dim() == 2 for n, p in model.named_parameters()}
     hidden = [p for n, p in model.named_parameters() if to_muon[n]]  # a tied weight appears once
@@ -260,7 +261,8 @@ def build_optimizer(model: torch.nn.Module, o: OptimConfig, device: torch.device
     adamw = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), fused=fused)
     if not hidden:
         return adamw
-    muon = torch.optim.Muon(hidden, lr=o.muon_lr, weight_decay=o.weight_decay, momentum=o.muon_momentum)
+    muon = Muon(hidden, devices.fast_matmul_dtype(device), lr=o.muon_lr, weight_decay=o.weight_decay,
+                momentum=o.muon_momentum)  # its Newton-Schulz in bf16 where bf16 is native, else in fp32
     muon.param_groups[0]["lr_ratio"] = o.muon_lr / o.lr if o.lr > 0 else 0.0
     return Optimizers(adamw, muon)
 

@@ -1,9 +1,13 @@
 """Which device and precision to run on, and how fast that device can go (for MFU)."""
 
 import os
+import platform
 import re
+import subprocess
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -69,6 +73,50 @@ class TorchSettings:
     def restore(self) -> None:
         set_deterministic(self.deterministic)
         torch.set_num_threads(self.threads)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether device multiplies bf16 matrices in hardware. Elsewhere torch emulates bf16, and a bf16 matmul
+    is slower than fp32: 3.6x on a CPU with AVX-512 but no BF16, and about 400x on an AVX2-only CPU
+    (docs/results.md: bf16 on CPUs without it). CUDA: Ampere and later; a CPU: x86 with AVX-512 BF16 or AMX,
+    Arm with the BF16 extension (Graviton 3, Apple M2 and later); MPS: yes."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "mps":
+        return True
+    return device.type == "cpu" and "bf16" in cpu_features()
+
+
+def cpu_features() -> set[str]:
+    """This CPU's bf16 features, as names: avx512_bf16, amx_bf16 (x86, from torch's own CPU probe) or bf16 (Arm:
+    /proc/cpuinfo on Linux, sysctl on macOS); "bf16" is in the set whenever one of them is."""
+    found = {k for k, v in torch._C._cpu._get_cpu_capability().items() if k in ("avx512_bf16", "amx_bf16") and v}
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        if sys.platform == "darwin":
+            probe = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True)
+            found |= {"bf16"} if probe.stdout.strip() == "1" else set()
+        elif Path("/proc/cpuinfo").is_file():
+            flags = re.findall(r"^Features\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+            found |= {"bf16"} if flags and "bf16" in flags[0].split() else set()
+    return found | ({"bf16"} if found else set())
+
+
+def cpu_name() -> str:
+    """The CPU's model name, as /proc/cpuinfo (or macOS's sysctl) gives it; the architecture if unknown."""
+    if Path("/proc/cpuinfo").is_file():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Model")) and ":" in line:
+                return line.split(":", 1)[1].strip()
+    if sys.platform == "darwin":
+        probe = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True)
+        if probe.stdout.strip():
+            return probe.stdout.strip()
+    return platform.machine() or "an unknown CPU"
+
+
+def fast_matmul_dtype(device: torch.device) -> torch.dtype:
+    """bf16 where device has it natively, else fp32: what Muon's orthogonalisation runs in."""
+    return torch.bfloat16 if native_bf16(device) else torch.float32
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

@@ -1,9 +1,12 @@
-"""Several torch optimizers stepped as one (e.g. Muon for the hidden matrices, AdamW for the rest).
+"""Several torch optimizers stepped as one (e.g. Muon for the hidden matrices, AdamW for the rest), and
+Muon with its orthogonalisation in the dtype that is fast on the machine.
 
 `Optimizers` offers what the training loop, GradScaler and the checkpoint code use of a
 torch.optim.Optimizer: param_groups (all of them, in order), step, zero_grad, state and state_dict,
 whose "optimizers" list holds each one's own state_dict.
 """
+
+import math
 
 import torch
 
@@ -37,3 +40,56 @@ class Optimizers:
             raise ValueError(f"the state holds {len(state.get('optimizers', []))} optimizers, not {len(self.optimizers)}")
         for o, s in zip(self.optimizers, state["optimizers"], strict=True):
             o.load_state_dict(s)
+
+
+class Muon(torch.optim.Muon):
+    """torch.optim.Muon, with the Newton-Schulz iteration in a dtype of the caller's choice.
+
+    torch's Muon always orthogonalises in bf16: fast where bf16 matmuls are native (CUDA, CPUs with
+    AVX-512 BF16 or AMX), but emulated elsewhere, and then the optimizer step costs more than the forward
+    and backward passes (most laptop CPUs; on an AVX2-only CPU a bf16 matmul is hundreds of times slower
+    than fp32). `ns_dtype` (from `runtime.devices.fast_matmul_dtype`) picks bf16 where it is native and
+    fp32 elsewhere. The settings, the state (one momentum buffer per matrix) and its state_dict are
+    torch's, so checkpoints move between the two. The step, for each matrix W with gradient G:
+
+        M <- momentum * M + (1 - momentum) * G                  the momentum buffer
+        U  = (1 - momentum) * G + momentum * M   (nesterov)     else U = M
+        X  = U / ||U||_F, as the wide matrix (rows <= columns)  so every singular value is <= 1
+        5 times: A = X X^T;  X <- a X + (b A + c A A) X         pushes the singular values towards 1
+        W <- W (1 - lr * weight_decay) - lr * sqrt(max(1, rows / columns)) * X
+    """
+
+    def __init__(self, params, ns_dtype: torch.dtype = torch.bfloat16, **settings):
+        super().__init__(params, **settings)
+        self.ns_dtype = ns_dtype
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:
+        for group in self.param_groups:
+            if group["adjust_lr_fn"] not in (None, "original"):
+                raise ValueError(f"adjust_lr_fn={group['adjust_lr_fn']!r}: only torch's original scaling is offered")
+            lr, beta = group["lr"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
+                buf.lerp_(p.grad, 1 - beta)
+                update = p.grad.lerp(buf, beta) if group["nesterov"] else buf
+                x = orthogonalise(update, group["ns_coefficients"], group["ns_steps"], group["eps"], self.ns_dtype)
+                rows, cols = p.shape
+                p.mul_(1 - lr * group["weight_decay"])
+                p.add_(x, alpha=-lr * math.sqrt(max(1.0, rows / cols)))
+
+
+def orthogonalise(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float,
+                  dtype: torch.dtype) -> torch.Tensor:
+    """Muon's quintic Newton-Schulz iteration in dtype: g with its singular values pushed into about
+    [0.7, 1.2] (not exactly 1: these coefficients trade exactness for speed, which training does not mind)."""
+    a, b, c = coefficients
+    wide = g.size(0) <= g.size(1)
+    x = g.to(dtype) if wide else g.to(dtype).T  # (r, s), r <= s: the Gram matrix X X^T is the small one
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T  # (r, r)
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x if wide else x.T
