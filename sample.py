@@ -32,6 +32,7 @@ from runtime.checkpoint import find_checkpoint, load_checkpoint
 from runtime.config import FREE_TEXT, require, run_command
 from runtime.devices import DEVICE, DTYPE_NAMES, resolve_device, resolve_dtype
 from runtime.errors import UserError
+from runtime.threads import Threads
 
 
 QUANTIZE = ("none", "int8")
@@ -55,6 +56,7 @@ class SampleConfig:
     use_cache: bool = True
     quantize: str = "none"  # int8: weight-only int8 linear layers, a quarter of fp32's bytes (docs/sampling.md)
     compile: bool = False  # torch.compile the decode step alone (static KV cache; CUDA graphs on a GPU)
+    threads: Optional[int] = None  # CPU threads; None: as many as other programs leave cores free
     attention_plot: Optional[str] = None  # a .png path: heatmaps of the attention weights of sample 0
     attention_layer: Optional[int] = None  # only this layer in the picture; None: every layer
     attention_tokens: int = 48  # the picture shows the first this many tokens (prompt, then generated)
@@ -64,6 +66,7 @@ class SampleConfig:
         stops = [self.stop] if isinstance(self.stop, str) else self.stop
         require([(self.num_samples >= 1, f"num_samples={self.num_samples} must be >= 1"),
                   (self.max_new_tokens >= 0, f"max_new_tokens={self.max_new_tokens} must be >= 0"),
+                  (self.threads is None or self.threads >= 1, f"threads={self.threads} must be >= 1"),
                   (self.attention_tokens >= 1, f"attention_tokens={self.attention_tokens} must be >= 1"),
                   (self.attention_layer is None or self.attention_layer >= 0,
                    f"attention_layer={self.attention_layer} must be >= 0"),
@@ -104,7 +107,8 @@ def sample(cfg: SampleConfig, out: Optional[TextIO] = None, err: Optional[TextIO
     completions = prompts.Completions(tokenizer, prompt, stops, cfg.num_samples, out, cfg.stream, context=ids[-4:])
     generator = torch.Generator(device).manual_seed(seed)
     compiled = TimedCompile(model) if cfg.compile and use_cache else None
-    steps, prefill_s, decode_s = stream_samples(model, ids, cfg, use_cache, generator, completions, compiled)
+    with Threads(device, cfg.threads, lambda line: err.write(line + "\n")).chosen():  # the cores left free
+        steps, prefill_s, decode_s = stream_samples(model, ids, cfg, use_cache, generator, completions, compiled)
     texts = completions.close()
     if compiled is not None and compiled.error:
         err.write(f"warning: torch.compile failed ({compiled.error}): decoded eagerly; compile=false skips it\n")

@@ -35,6 +35,7 @@ from runtime.config import require, run_command
 from runtime.processes import STOP_EXIT_CODES
 from runtime.optimizers import Muon, Optimizers
 from runtime.runlog import NullRunLog, RunLog, duration
+from runtime.threads import Threads
 from training import TrainError, corpus, pretrained, resume, run_folder
 from training.checkpointer import Checkpointer
 from training.guard import Guard
@@ -101,7 +102,7 @@ class TrainConfig:
     fsdp: bool = False  # under torchrun: shard parameters, gradients, optimizer state (FSDP2) instead of DDP
     peak_flops: Optional[float] = None  # FLOP/s per device that MFU is measured against; None: known GPUs
     deterministic: bool = False  # deterministic kernels: the same seed gives the same bits, compiled too (slower)
-    threads: Optional[int] = None  # CPU threads of each process (torch.set_num_threads); None: torch's default
+    threads: Optional[int] = None  # CPU threads of each process; None: as many as other programs leave cores free
     seed: int = 1337
     out_dir: Optional[str] = None  # the run folder; None: outputs/DATE/TIME (with resume=: the run's own)
     resume: Optional[str] = None  # a run folder or a checkpoint file to continue from
@@ -308,9 +309,9 @@ def setup(cfg: TrainConfig, overrides: Sequence[str] = ()) -> Run:
     if cfg.resume:
         path = checkpoint.find_checkpoint(cfg.resume)
         saved = checkpoint.load_checkpoint(path)
-        cfg = resume.resumed_config(cfg, overrides, saved["config"])
+        cfg = resume.resumed_config(cfg, overrides, saved)
     procs, device = processes.join_processes(cfg.device)
-    before = devices.TorchSettings.apply(cfg.deterministic, cfg.threads)
+    before = devices.TorchSettings.apply(cfg.deterministic, threads=None)  # threads: chosen in build_run
     end_step = min(cfg.max_steps, cfg.stop_step) if cfg.stop_step else cfg.max_steps
     log = RunLog(end_step, cfg.progress) if procs.is_main else NullRunLog()
     try:
@@ -355,8 +356,10 @@ def build_run(cfg: TrainConfig, overrides: Sequence[str], saved: Optional[dict],
         state.load_state_dict(saved)
     procs.decide(lambda: run_folder.open_run_folder(cfg, out_dir, state, log, resumed=saved is not None))
     precision = partial(devices.autocast, device, dtype)
+    threads = Threads(device, cfg.threads, log.info, fixed=cfg.deterministic)
+    threads.choose()  # on a CPU, after every check: the cores other programs leave free (runtime/threads.py)
     validator = Validator(cfg, raw_model, eval_sets, precision, state, log, out_dir, end_step)
-    monitor = Monitor(cfg, raw_model, state, validator, log, end_step, accum_steps)
+    monitor = Monitor(cfg, raw_model, state, validator, log, end_step, accum_steps, threads)
     monitor.announce(out_dir, path, dtype)
     return Run(cfg=cfg, model=model, state=state, precision=precision, accum_steps=accum_steps, end_step=end_step,
                log=log, monitor=monitor, validator=validator, checkpointer=Checkpointer(state, out_dir),

@@ -31,7 +31,7 @@ class DataConfig:
     max_documents: Optional[int] = None  # read only the first this many documents (a sample of a big corpus)
     root: Optional[str] = None  # None: the data/ folder of this repository
     val_fraction: float = 0.1  # held out for validation: this fraction of the documents (of the text, if few)
-    workers: int = 0  # tokenizer processes for a large corpus; 0: one per available core, at most 16
+    workers: int = 0  # tokenizer processes for a large corpus; 0: one per core other programs leave free, at most 16
     shard_tokens: int = 100_000_000  # tokens per .bin shard (200 MB in uint16)
 
     def __post_init__(self):

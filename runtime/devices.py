@@ -64,7 +64,7 @@ class TorchSettings:
 
     @classmethod
     def apply(cls, deterministic: bool, threads: Optional[int]) -> "TorchSettings":
-        """Set them (threads None: leave torch's); return the settings before."""
+        """Set them (threads None: leave torch's, for runtime.threads to choose); return the settings before."""
         before = cls(set_deterministic(deterministic), torch.get_num_threads())
         if threads:
             torch.set_num_threads(threads)

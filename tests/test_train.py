@@ -227,7 +227,7 @@ def test_resume_continues_bitwise_identically(data_root, tmp_path):
     split = tmp_path / "split"
     train(tiny_config(data_root, *extra, "stop_step=4", f"out_dir={split}"))
     assert load_checkpoint(split / "checkpoints" / "last.pt")["step"] == 4
-    saved = load_checkpoint(split / "checkpoints" / "last.pt")["config"]
+    saved = load_checkpoint(split / "checkpoints" / "last.pt")
     resumed = resumed_config(compose_config([f"resume={split}"]), [f"resume={split}"], saved)
     assert resumed.max_steps == 8 and resumed.stop_step is None and resumed.model.dropout == 0.1  # nothing repeated
     resume(f"resume={split}")  # continues in its own folder
@@ -461,7 +461,7 @@ def test_torchrun_with_two_processes_finishes_and_writes_one_run_directory(data_
     assert len(runs) == 1, runs
     state = load_checkpoint(runs[0] / "checkpoints" / "last.pt")
     assert state["step"] == 4 and len(state["processes"]) == 2
-    assert "2 process(es); 4 sequences x 32 tokens per step = 1 micro-batches of 2 per process" in r.stdout
+    assert "2 process(es); 4 sequences x 32 tokens per step = 1 micro-batch of 2 per process" in r.stdout
     assert [e["step"] for e in metrics(runs[0])] == [1, 2, 3, 4]  # one process writes the metrics
 
 
@@ -587,7 +587,7 @@ def test_threads_applies_to_the_run_alone_and_a_resume_takes_its_own(data_root, 
     assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["config"]["threads"] == mine
     seen.clear()
     resume(f"resume={tmp_path}/run", "max_steps=3")  # threads is this command's: not the checkpoint's
-    assert seen == [before]
+    assert len(seen) == 1 and 1 <= seen[0] <= before  # chosen from the free cores, up to torch's default
 
 
 def test_patience_stops_after_n_evaluations_without_improvement_and_resume_keeps_count(data_root, tmp_path, caplog,

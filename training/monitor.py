@@ -12,6 +12,7 @@ import torch
 from model.gpt import GPT
 from runtime.devices import peak_flops
 from runtime.runlog import RunLog, duration
+from runtime.threads import Threads
 from training.state import TrainState
 from training.validator import Validator
 
@@ -25,8 +26,11 @@ class Monitor:
     and the train losses logged. Its log steps: every log_interval, and the last."""
 
     def __init__(self, cfg: Any, model: GPT, state: TrainState, validator: Validator, log: RunLog, end_step: int,
-                 accum_steps: int):
+                 accum_steps: int, threads: Optional[Threads] = None):
         self.cfg, self.model, self.state, self.validator, self.log = cfg, model, state, validator, log
+        # on a CPU, checked every few seconds: fewer threads while other programs run (a Threads never chosen,
+        # the default, never changes anything)
+        self.threads = threads or Threads(state.device, None, say=lambda line: None)
         self.end_step, self.accum_steps = end_step, accum_steps
         self.best_tok_s, self.warned, self.logged_step_s = 0.0, False, None
         self.losses: list[float] = []
@@ -40,6 +44,7 @@ class Monitor:
     def step_done(self) -> None:
         """Count a step; two steps into a GPU recipe without CUDA, say how long it would take."""
         self.steps += 1
+        self.threads.check()
         if self.hint_pending and self.steps == 2:
             self.hint_pending = False
             if self.state.step < self.end_step:
@@ -134,10 +139,11 @@ class Monitor:
         log.info("model: %s parameters (%d layers, %d heads, %d K/V heads, width %d, context %d); data: %s, %s "
                  "train tokens", f"{self.model.num_params():,}", m.n_layer, m.n_head, m.kv_heads, m.n_embd,
                  m.block_size, cfg.data.name, f"{self.state.meta['train_tokens']:,}")
-        log.info("device %s, %s%s, %d process(es); %d sequences x %d tokens per step = %d micro-batches of %d "
-                 "per process", self.state.device, str(dtype).removeprefix("torch."),
-                 ", compiled" if cfg.compile else "", procs.world_size, cfg.batch_size, m.block_size,
-                 self.accum_steps, cfg.batch_size // procs.world_size // self.accum_steps)
+        micro = cfg.batch_size // procs.world_size // self.accum_steps
+        log.info("device %s, %s%s, %d process(es); %d sequences x %d tokens per step = %s of %d per process",
+                 self.state.device, str(dtype).removeprefix("torch."), ", compiled" if cfg.compile else "",
+                 procs.world_size, cfg.batch_size, m.block_size,
+                 "1 micro-batch" if self.accum_steps == 1 else f"{self.accum_steps} micro-batches", micro)
         if resumed_from is not None:
             log.info("resumed from %s at step %d", resumed_from, self.state.step)
         elif cfg.init_from:
