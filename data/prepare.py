@@ -27,6 +27,7 @@ import os
 import shutil
 import socket
 import sys
+import threading
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -44,6 +45,7 @@ from data.shards import FORMAT_VERSION, ShardWriter, load_meta, split_shards, to
 from data.sources import pieces, source_files
 from data.tokenizers import CharTokenizer, GPT2Tokenizer, HFTokenizer, document_separator, tokenizer_from_meta
 from runtime.runlog import Progress, duration
+from runtime.threads import cores, free_cores
 
 log = logging.getLogger(__name__)
 SMALL_CHARS = 32_000_000  # a corpus up to this size is looked at whole before choosing how to split it
@@ -63,12 +65,27 @@ class PrepareConfig:
 # ----------------------------------------------------------------------------------------------
 
 _tokenizer, _dtype = None, None  # each worker process's own tokenizer and token dtype, set by _start_worker
+PARENT_CHECK_S = 0.5  # how often a worker looks whether the process that started it is still there
 
 
-def _start_worker(tokenizer_meta: dict) -> None:
+def _load_tokenizer(tokenizer_meta: dict) -> None:
     global _tokenizer, _dtype
     _tokenizer = tokenizer_from_meta(tokenizer_meta)
     _dtype = token_dtype(_tokenizer.vocab_size)
+
+
+def _start_worker(tokenizer_meta: dict, parent: int) -> None:
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    _load_tokenizer(tokenizer_meta)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker's watch: when the preparing process is gone (SIGKILL, the OOM killer, a scheduler), end this
+    worker too. Nothing else would: it waits for work on a queue that no one writes to any more, and while
+    it lives, so does multiprocessing's resource tracker, which waits for every user of its pipe to end."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(1)
 
 
 def _encode(texts: list[str]) -> list[np.ndarray]:
@@ -78,11 +95,11 @@ def _encode(texts: list[str]) -> list[np.ndarray]:
 def encoded(tasks: Iterator[list[str]], tokenizer_meta: dict, workers: int) -> Iterator[list[np.ndarray]]:
     """Each task's token arrays, in order. At most 2 tasks per worker are in flight, so memory stays bounded."""
     if workers <= 1:
-        _start_worker(tokenizer_meta)
+        _load_tokenizer(tokenizer_meta)
         yield from map(_encode, tasks)
         return
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
-                             initargs=(tokenizer_meta,)) as pool:
+                             initargs=(tokenizer_meta, os.getpid())) as pool:
         pending = deque()
         for task in tasks:
             pending.append(pool.submit(_encode, task))
@@ -90,6 +107,13 @@ def encoded(tasks: Iterator[list[str]], tokenizer_meta: dict, workers: int) -> I
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+def tokenizer_processes() -> int:
+    """One per core that other programs leave free, at most 16 (runtime/threads.py), announced in a line."""
+    workers, measured, _ = free_cores(min(16, len(cores())))
+    log.info("tokenizer processes: %d (%s); data.workers=N sets them", workers, measured)
+    return workers
 
 
 # ----------------------------------------------------------------------------------------------
@@ -326,7 +350,7 @@ def write_dataset(cfg: DataConfig, files: list[Path], out: Path) -> dict:
     dtype = token_dtype(tokenizer.vocab_size)
     writers = {split: ShardWriter(out, split, dtype, cfg.shard_tokens) for split in ("train", "val")}
     # a small corpus is tokenized in this process: starting workers would cost more than it saves
-    workers = 1 if whole else cfg.workers or min(16, len(os.sched_getaffinity(0)))
+    workers = 1 if whole else cfg.workers or tokenizer_processes()
     plan, total_bytes = deque(), sum(f.stat().st_size for f in files) or None
     progress, started, chars = Progress(total_bytes), time.perf_counter(), 0
     for arrays in encoded(tasks_of(segments, plan), tokenizer.meta(), workers):

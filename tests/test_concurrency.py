@@ -87,3 +87,40 @@ def test_a_lock_left_by_a_killed_preparation_is_taken_over(tmp_path, tinyshakesp
     assert "waiting" not in again.stdout  # the dead process's lock died with it
     consistent(tmp_path / "data" / "book")
     assert not list((tmp_path / "data").glob(".book.partial-*"))  # its partial folder was cleared away
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is pid, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            pass  # a process that ended while we looked
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
+
+
+def test_a_sigkilled_preparation_leaves_no_process_behind(tmp_path, tinyshakespeare):
+    lines = [line for line in tinyshakespeare.read_text().split("\n\n") if line.strip()]
+    corpus = tmp_path / "my corpus" / "speeches.jsonl"  # 28,000 documents, 15 MB: tokenized by worker processes
+    corpus.parent.mkdir()
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in lines * 12))
+    first = start([*PREPARE[:-2], "data.tokenizer=gpt2", "data.name=speeches", f"data.path={corpus}",
+                   f"data.root={tmp_path / 'data'}", "data.workers=2"])
+    deadline, ours = time.time() + 120, []
+    while len(ours) < 3 and time.time() < deadline and first.poll() is None:  # 2 workers, the resource tracker
+        ours = children(first.pid)
+        time.sleep(0.05)
+    assert len(ours) >= 3, f"the workers never started: {ours}"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    time.sleep(5)
+    assert [pid for pid in ours if alive(pid)] == []  # each worker saw its parent go, and the tracker followed
