@@ -3,12 +3,17 @@
     python plot.py outputs/2026-12-03/10-00-00                       # one run (train.py draws its loss.png too)
     python plot.py outputs/2026-12-03/10-00-00 outputs/2026-12-03/11-30-00 --out compare.png
     python plot.py outputs/2026-12-03/*                              # every run of a day
+    python plot.py outputs/*/*                                       # every run, a sweep's runs included
+    python plot.py outputs/sweeps/2026-12-06/14-00-00                # the runs of one sweep
 
 Each RUN is a run folder of train.py (it reads the folder's metrics.jsonl, written at every log line and
-evaluation, so a run still training can be drawn). Runs are labelled by the settings that differ between
-them (read from the config.yaml train.py saves in each run folder), by their corpus when that differs,
-and by their date when they are from different days; --labels names them instead. The title says what
-they share. plot.py redraws a picture it drew before; any other file at --out is left as it is.
+evaluation, so a run still training can be drawn), or a folder that holds run folders somewhere below it
+(a sweep's outputs/sweeps/DATE/TIME/0, /1, ...): then every run in it, in order (run 2 before run 10).
+Runs are labelled by the settings that differ between them (read from the config.yaml train.py saves in
+each run folder), by their corpus when that differs, and by their date when they are from different
+days; a setting left unset (null) is not named where the rest of a label tells the run apart, and runs
+with the same settings are told apart by their folders. --labels names them instead. The title says
+what they share. plot.py redraws a picture it drew before; any other file at --out is left as it is.
 """
 
 import argparse
@@ -37,14 +42,37 @@ class PlotError(UserError):
     """Bad input to plot.py. The message says what to do; plot.py exits with code 2."""
 
 
+def run_folders(given: list[Path]) -> list[Path]:
+    """The run folders that the folders given name: a run folder (it has a metrics.jsonl) itself; any
+    other folder, every run folder below it (outputs/sweeps/DATE holds TIME/0, TIME/1, ...), in natural
+    order (2 before 10). A folder with no run in or below it is refused; a run named twice is drawn once."""
+    found = []
+    for folder in given:
+        if (folder / "metrics.jsonl").is_file():
+            found.append(folder)
+            continue
+        below = sorted({p.parent for p in folder.rglob("metrics.jsonl") if p.is_file()}, key=natural_order) \
+            if folder.is_dir() else []
+        if not below:
+            raise PlotError(f"{folder} is not a run folder of train.py and holds none (no metrics.jsonl there or "
+                            "below it): give folders like outputs/DATE/TIME, or a folder that holds them")
+        found += below
+    unique = {}  # resolved path -> the folder as given, first time named
+    for folder in found:
+        unique.setdefault(folder.resolve(), folder)
+    return list(unique.values())
+
+
+def natural_order(path: Path) -> list:
+    """path's text with each run of digits as a number: a sweep's run 2 sorts before run 10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.as_posix())]
+
+
 def runs_of(folders: list[Path]) -> list[tuple[int, Path, list[dict]]]:
-    """(index, folder, metrics) of each run folder given. A run that has not logged a step yet (just
-    started) is left out with a note on stderr, so `plot.py outputs/*/*` works while a run starts."""
+    """(index, folder, metrics) of each run folder. A run that has not logged a step yet (just started)
+    is left out with a note on stderr, so `plot.py outputs/*/*` works while a run starts."""
     runs = []
     for i, folder in enumerate(folders):
-        if not (folder / "metrics.jsonl").is_file():
-            raise PlotError(f"{folder} is not a run folder of train.py (no metrics.jsonl there): give folders "
-                            "like outputs/DATE/TIME")
         entries = read_metrics(folder)
         if not entries:
             print(f"note: {folder} has not logged a step yet: left out", file=sys.stderr)
@@ -119,7 +147,9 @@ def shown(value: Any) -> str:
 def differences(settings: list[dict[str, Any]], models: dict) -> list[list[str]]:
     """For each run, the items that set it apart from the others: its corpus (data.name) when the
     corpora differ, its model (model=NAME) when the models differ, then each other setting that
-    differs, as KEY=VALUE. A setting that model=NAME explains is not repeated."""
+    differs, as KEY=VALUE. A setting that model=NAME explains is not repeated, nor the data.path of a
+    shared corpus (one run read the text, another found it by data.name: the same tokens); a setting a
+    run left unset is dropped where it is not needed (without_unset)."""
     keys = [k for k in dict.fromkeys(k for s in settings for k in s)
             if k not in IGNORED and not k.startswith("wandb.") and len({repr(s.get(k)) for s in settings}) > 1]
     names = [model_name(s, models) for s in settings]
@@ -131,11 +161,22 @@ def differences(settings: list[dict[str, Any]], models: dict) -> list[list[str]]
         for k in keys:
             if k.startswith("data.") and corpus_differs:
                 continue  # the corpus's own settings (its url, tokenizer...) come with its name
+            if k == "data.path":
+                continue  # the same data.name: the same prepared tokens, wherever a run read its text from
             if k.startswith("model.") and names_differ and name and s.get(k) == models[name][1].get(k):
                 continue
             items.append(f"{k}={shown(s.get(k))}")
         out.append(items)
-    return out
+    return without_unset(out)
+
+
+def without_unset(labels: list[list[str]]) -> list[list[str]]:
+    """Each run's items without its KEY=null ones where the rest still tells it apart from every run of
+    other settings: `optim.lr=0.01` beside `optim.lr=0.003 patience=3` says that the first run had no
+    patience. A run that differs only by what it left unset keeps them (`patience=null`: the override)."""
+    kept = [[item for item in items if not item.endswith("=null")] for items in labels]
+    return [kept[i] if kept[i] and all(kept[i] != kept[j] for j in range(len(labels)) if labels[j] != items)
+            else items for i, items in enumerate(labels)]
 
 
 def start_date(folder: Path) -> str:
@@ -152,26 +193,45 @@ def start_date(folder: Path) -> str:
 def describe(folders: list[Path]) -> tuple[list[str], str]:
     """A legend label for each run (what sets it apart) and a title (what the runs share): e.g. labels
     `model=tiny optim.lr=0.01` and `model=mini optim.lr=0.001`, title `2 runs on shakespeare_char, 2026-12-03`.
-    Runs without a config (or with the same settings) are told apart by their folder names."""
+    Runs without a config, or with the same settings, are told apart by their folders (told_apart)."""
     settings, models = [settings_of(f) for f in folders], named_models()
     known = [s for s in settings if s is not None]
-    items = iter(differences(known, models))
-    dates = [start_date(f) for f in folders]
+    found = differences(known, models)
+    items, dates = iter(found), [start_date(f) for f in folders]
     labels = []
-    for folder, s, date in zip(folders, settings, dates):
+    for s, date in zip(settings, dates):
         parts = next(items) if s is not None else []
         parts = parts[:MOST_ITEMS] + ([f"+{len(parts) - MOST_ITEMS} more"] if len(parts) > MOST_ITEMS else [])
-        labels.append(" ".join(([date] if len(set(dates)) > 1 else []) + (parts or [folder.name])))
-    for i, folder in enumerate(folders):  # the same settings: the folder tells the runs apart
-        if labels.count(labels[i]) > 1 and folder.name not in labels[i]:
-            labels[i] = f"{labels[i]} {folder.name}"
-    labels = [str(f) if labels.count(label) > 1 else label for f, label in zip(folders, labels)]
+        labels.append((date if len(set(dates)) > 1 else "", " ".join(parts)))
     title = f"{len(folders)} run{'s' if len(folders) > 1 else ''}"
     if len(known) == len(folders):  # what every run shares: its corpus, its model
         corpora, names = {s.get("data.name") for s in known}, {model_name(s, models) for s in known}
         title += f" on {shown(corpora.pop())}" if len(corpora) == 1 else ""
         title += f", model={names.pop()}" if len(names) == 1 and None not in names else ""
-    return labels, title + (f", {dates[0]}" if len(set(dates)) == 1 else "")
+    title += f", {dates[0]}" if len(set(dates)) == 1 else ""
+    same = len(folders) > 1 and len(known) == len(folders) and not any(found)
+    return told_apart(labels, folders), title + (": the same settings" if same else "")
+
+
+def told_apart(labels: list[tuple[str, str]], folders: list[Path]) -> list[str]:
+    """Each run's (date, settings) as one label. A run that names no setting (one with the same settings
+    as the others, or without a config), and runs with the same label, are followed by the end of their
+    folder's path, as short as tells them apart: `10-00-00` and `11-30-00` for runs of the same settings;
+    `optim.lr=0.01 (10-00-00)` beside `optim.lr=0.01 (11-30-00)`; `14-00-00/0` for a sweep's run."""
+    tails = {}
+    for label in set(labels):
+        group = [i for i, other in enumerate(labels) if other == label]
+        if len(group) > 1 or not label[1]:
+            paths = [folders[i].parts for i in group]
+            depth = next((d for d in range(1, max(map(len, paths)) + 1) if len({p[-d:] for p in paths}) == len(paths)),
+                         None)  # None: never, as run_folders draws a folder once
+            tails.update({i: str(Path(*folders[i].parts[-depth:])) if depth else str(folders[i]) for i in group})
+    out = []
+    for i, (date, settings) in enumerate(labels):
+        tail = tails.get(i)
+        what = f"{settings} ({tail})" if settings and tail else settings or tail
+        out.append(f"{date} {what}" if date else what)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +281,8 @@ class Parser(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> Path:
     parser = Parser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run folders of train.py")
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN",
+                        help="run folders of train.py, or folders that hold them (a sweep's)")
     parser.add_argument("--out", type=Path, default=Path("runs.png"),
                         help="the PNG to write (default: runs.png; a picture plot.py drew there is redrawn)")
     parser.add_argument("--labels", nargs="+", help="a name for each run, in order (default: what differs)")
@@ -232,9 +293,10 @@ def main(argv: list[str] | None = None) -> Path:
             raise PlotError(f"--out {args.out}: give a .png path")
         if not args.out.expanduser().resolve().parent.is_dir():
             raise PlotError(f"--out {args.out}: the folder {args.out.parent} does not exist")
-        if args.labels is not None and len(args.labels) != len(args.runs):
-            raise PlotError(f"--labels has {len(args.labels)} names for {len(args.runs)} runs: give one per run")
-        runs = runs_of([f.expanduser() for f in args.runs])
+        folders = run_folders([f.expanduser() for f in args.runs])
+        if args.labels is not None and len(args.labels) != len(folders):
+            raise PlotError(f"--labels has {len(args.labels)} names for {len(folders)} runs: give one per run")
+        runs = runs_of(folders)
         labels, title = describe([folder for _, folder, _ in runs])
         if args.labels:
             labels = [args.labels[i] for i, _, _ in runs]

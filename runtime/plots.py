@@ -69,12 +69,18 @@ def loss_limits(runs: list[tuple[str, list[dict]]]) -> Optional[tuple[float, flo
     return bottom, top, any(loss > top for _, loss in drawn)
 
 
+PANELS = (12.0, 4.5)  # inches: the two panels with their axis labels and the title; legend and notes go below
+MARKED = 30  # a curve of at most this many points has a marker on each: the steps a run logged show
+FEW = 5  # a run of fewer training losses gets bigger markers and a note: a few points, not a curve
+
+
 def plot_losses(runs: list[tuple[str, list[dict]]], path: str | Path, title: str = "",
                 metadata: Optional[dict] = None) -> list[dict]:
     """Save loss curves of one or more runs as a PNG: loss against steps (left) and against time
     (right); the training loss as a thin line, the validation loss as dots joined, one colour per run
     (ten colours, then the same ten with dashed and dotted lines). The y axis shows what loss_limits
-    chooses; a note under the picture says where the first losses are cut off.
+    chooses. Below the panels, where it covers no curve and no label: the legend, one entry per run,
+    and notes (where the first losses are cut off; which runs logged too few points for a curve).
     runs: (label, metrics.jsonl entries) pairs; metadata: the PNG's text entries (matplotlib's savefig).
     Returns, per run, the (step, loss) points drawn of each curve, so they can be checked."""
     import matplotlib
@@ -82,40 +88,79 @@ def plot_losses(runs: list[tuple[str, list[dict]]], path: str | Path, title: str
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=DPI, sharey=True)
-    colours, drawn = matplotlib.colormaps["tab10"], []
+    fig, axes = plt.subplots(1, 2, figsize=PANELS, dpi=DPI, sharey=True)
+    colours, drawn, handles, names = matplotlib.colormaps["tab10"], [], [], []
     for i, (label, entries) in enumerate(runs):
         train = [e for e in entries if e.get("kind") == "train"]
         evals = [e for e in entries if e.get("kind") == "eval"]
         drawn.append({"train": [(e["step"], e["loss"]) for e in train],
                       "val": [(e["step"], e["val_loss"]) for e in evals]})
-        colour, line = colours(i % 10), ("-", "--", ":")[i // 10 % 3]
+        colour, line, sparse = colours(i % 10), ("-", "--", ":")[i // 10 % 3], len(train) < FEW
         for ax, x in zip(axes, ("step", "elapsed_s")):
             scale = 60.0 if x == "elapsed_s" else 1.0
             ax.plot([e[x] / scale for e in train], [e["loss"] for e in train], lw=0.8, alpha=0.6, ls=line,
-                    color=colour, label=f"{label}: train", marker="." if len(train) == 1 else None)  # 1 line: a dot
-            ax.plot([e[x] / scale for e in evals], [e["val_loss"] for e in evals], marker="o", ms=3, lw=1.5,
-                    ls=line, color=colour, label=f"{label}: val" + (f" (last {evals[-1]['val_loss']:.4f})"
-                                                                     if evals else ""))
+                    color=colour, marker="." if len(train) <= MARKED else None, ms=9 if sparse else 5)
+            val, = ax.plot([e[x] / scale for e in evals], [e["val_loss"] for e in evals], marker="o", lw=1.5,
+                           ms=5 if sparse else 3, ls=line, color=colour)
+        handles.append(val)  # the run's legend entry: its colour and line style
+        names.append(label + (f": last val {evals[-1]['val_loss']:.4f}" if evals else "") + (
+            f" (only {len(train)} training loss{'es' if len(train) != 1 else ''})" if sparse else ""))
     axes[0].set_xlabel("step")
     axes[1].set_xlabel("minutes since the run started (resumed runs: their commands added up)")
     axes[0].set_ylabel("loss (cross-entropy, nats per token)")
     for ax in axes:
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title or "loss curves", fontsize=10)
-    limits, bottom_room = loss_limits(runs), 0.0
+        right = max((x for curve in ax.get_lines() for x in curve.get_xdata()), default=0.0)
+        ax.set_xlim(0, 1.04 * right or 1.0)  # from the start: a run that logged once, at its end, shows so
+    heading = fig.suptitle(title or "loss curves", fontsize=10)
+    limits, notes = loss_limits(runs), []
     if limits is not None:
         axes[0].set_ylim(limits[0], limits[1])  # both panels: they share the y axis
         if limits[2]:
-            fig.text(0.01, 0.01, f"y axis cut at {limits[1]:.3g}: higher losses (those of the first "
-                     f"{START:.0%} of steps, and training spikes) go off the top", fontsize=8, color="dimgray",
-                     gid="note")
-            bottom_room = 0.04
-    fig.tight_layout(rect=(0, bottom_room, 1, 1))
+            notes.append(f"y axis cut at {limits[1]:.3g}: higher losses (those of the first {START:.0%} of steps, "
+                         "and training spikes) go off the top")
+    few = [entries for _, entries in runs if sum(e.get("kind") == "train" for e in entries) < FEW]
+    if few:
+        who = ("the run" if len(runs) == 1 else "every run") if len(few) == len(runs) else \
+            f"{len(few)} of the {len(runs)} runs (\"only\" in the legend)"
+        steps = max(e["step"] for entries in few for e in entries)
+        every = max(1, steps // 20)  # about 20 points: a curve
+        notes.append(f"{who} logged fewer than {FEW} training losses (one every log_interval steps): a few points, "
+                     f"not a curve; log_interval={every} logs {steps // every} in {steps} steps")
+    below_panels(fig, heading, handles, names, notes)
     fig.savefig(path, dpi=DPI, format="png", metadata=metadata)
     plt.close(fig)
     return drawn
+
+
+def below_panels(fig, heading, handles: list, names: list[str], notes: list[str]) -> None:
+    """Make the figure taller by what the legend and the notes need, and put them there, under the panels
+    and their axis labels, so they cover nothing: the legend in as many columns (up to 3) as the panels'
+    width holds, then the notes, one a line. A title, legend or note wider than the panels widens the
+    figure: nothing is cut at its edges."""
+    pad, renderer = 0.1, fig.canvas.get_renderer()  # pad: inches between the blocks and at the edges
+    for columns in range(min(3, len(names)), 0, -1):
+        legend = fig.legend(handles, names, loc="upper center", ncols=columns, fontsize=8, title_fontsize=8,
+                            frameon=False, borderaxespad=0,
+                            title="thin line: training loss; thick line, round dots: validation loss")
+        if columns == 1 or legend.get_window_extent(renderer).width / fig.dpi <= PANELS[0] - 2 * pad:
+            break
+        legend.remove()
+    texts = [fig.text(0.5, 0.0, note, ha="center", va="bottom", fontsize=8, color="dimgray", gid="note")
+             for note in notes]
+    sizes = [(box.width / fig.dpi, box.height / fig.dpi) for box in (a.get_window_extent(renderer)
+                                                                     for a in [legend, *texts])]
+    below = sum(h + pad for _, h in sizes) + pad  # inches under the panels
+    widest = max(w for w, _ in sizes + [(heading.get_window_extent(renderer).width / fig.dpi, 0)])
+    width, height = (math.ceil(inches * fig.dpi) / fig.dpi for inches in (max(PANELS[0], widest + 2 * pad),
+                                                                          PANELS[1] + below))  # whole pixels
+    fig.set_size_inches(width, height)
+    fig.tight_layout(rect=(0, below / height, 1, 1))  # the panels, their labels and the title above it all
+    legend.set_bbox_to_anchor((0.5, (below - pad) / height), transform=fig.transFigure)  # its top edge
+    top = below - pad - sizes[0][1] - pad
+    for note, (_, h) in zip(texts, sizes[1:]):
+        note.set_position((0.5, (top - h) / height))  # its bottom edge
+        top -= h + pad
 
 
 def token_label(text: str) -> str:

@@ -133,7 +133,7 @@ def test_runs_are_labelled_by_what_differs_and_titled_by_what_they_share(two_run
     same = [fake_run(tmp_path / d / "10-00-00", t, d) for d in ("2026-12-05", "2026-12-06")]
     again = fake_run(tmp_path / "11-30-00", t, "2026-12-06", **{"model.dropout": 0.1})
     assert plot_command.describe(same) == (["2026-12-05 10-00-00", "2026-12-06 10-00-00"],
-                                           "2 runs on shakespeare_char, model=tiny")
+                                           "2 runs on shakespeare_char, model=tiny: the same settings")
     assert plot_command.describe([same[1], again])[0] == ["model.dropout=0", "model.dropout=0.1"]
     (again / "config.yaml").unlink()  # a run folder without its config: named by its folder
     assert plot_command.describe([same[1], again]) == (["10-00-00", "11-30-00"], "2 runs, 2026-12-06")
@@ -234,7 +234,8 @@ def test_the_y_axis_shows_the_curves_not_the_first_losses(tmp_path, monkeypatch)
     settled = [loss for s, loss in curve.items() if s > 50 and s != 600]  # after 5% of 1000 steps
     assert bottom <= min(settled) and top >= max(settled) and top < 4.0  # every loss after step 50 shows
     assert top < curve[10] and top < 20.0  # the first losses and the spike are above the axis
-    assert len(notes) == 1 and notes[0].startswith(f"y axis cut at {top:.3g}: higher losses")
+    assert len(notes) == 2 and notes[0].startswith(f"y axis cut at {top:.3g}: higher losses")
+    assert notes[1].startswith("1 of the 2 runs (\"only\" in the legend) logged fewer than 5")  # the stopped one
     assert matplotlib.image.imread(tmp_path / "a.png").std() > 0.01
 
 
@@ -245,4 +246,143 @@ def test_the_y_axis_shows_every_loss_of_runs_without_a_first_fall(two_runs, tmp_
     assert bottom < min(losses) and max(losses) < top and notes == []
     one = write_metrics(tmp_path / "one", {10: 10.8})
     (bottom, top), notes = drawn_limits([one], tmp_path / "b.png", monkeypatch)
-    assert bottom < 10.8 < top and notes == []
+    assert bottom < 10.8 < top and not any(note.startswith("y axis cut") for note in notes)
+
+
+def test_a_folder_that_holds_runs_gives_every_run_below_it_in_order(two_runs, tmp_path, capsys, monkeypatch):
+    """`plot.py outputs/*/*` once a sweep exists: outputs/sweeps/DATE is no run folder, but holds TIME/0,
+    TIME/1, ...: those runs are drawn, in natural order (run 2 before run 10), a run named twice once. A
+    folder with no run anywhere below it is refused: one line, exit 2, nothing written."""
+    t = two_runs[0]
+    fake_run(tmp_path / "outputs/2026-12-03/10-00-00", t, "2026-12-03")
+    sweep = Path("outputs/sweeps/2026-12-06/14-00-00")
+    for i, lr in zip((0, 1, 2, 10), (1e-3, 3e-3, 1e-2, 3e-2)):
+        fake_run(tmp_path / sweep / str(i), t, "2026-12-06", **{"optim.lr": lr})
+    (tmp_path / sweep / "sweep.json").write_text("{}\n")
+    (tmp_path / sweep / "0.log").write_text("")
+    monkeypatch.chdir(tmp_path)
+    given = sorted(Path("outputs").glob("*/*"))  # what the shell makes of outputs/*/*
+    assert given == [Path("outputs/2026-12-03/10-00-00"), Path("outputs/sweeps/2026-12-06")]
+    runs = [given[0]] + [sweep / str(i) for i in (0, 1, 2, 10)]
+    assert plot_command.run_folders(given + [tmp_path / sweep / "2"]) == runs  # the absolute one: the same run
+    assert plot_command.main(list(map(str, given))) == Path("runs.png")
+    assert capsys.readouterr().out == "wrote runs.png (5 runs)\n"
+    labels, _ = plot_command.describe(runs)
+    assert labels[1:] == [f"2026-12-06 optim.lr={lr}" for lr in ("0.001", "0.003", "0.01", "0.03")]
+
+    (tmp_path / "outputs/sweeps/2026-12-07/09-00-00").mkdir(parents=True)  # a sweep that never started a run
+    (tmp_path / "outputs/sweeps/2026-12-07/09-00-00/sweep.json").write_text("{}\n")
+    before = fingerprint(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        plot_command.main(["outputs/2026-12-03/10-00-00", "outputs/sweeps/2026-12-07", "--out", "new.png"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: outputs/sweeps/2026-12-07 is not a run folder of train.py and holds none")
+    assert fingerprint(tmp_path) == before
+
+
+def picture_boxes(runs: list[tuple[str, list[dict]]], path: Path, monkeypatch) -> dict:
+    """Where plot_losses put each thing in the picture it saved, as pixel boxes: the figure, each panel with
+    its tick and axis labels, the legend, the figure's texts (title, notes) and the notes alone."""
+    import matplotlib.pyplot as plt
+
+    seen = {}
+    real_savefig = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        real_savefig(fig, *args, **kwargs)
+        r = fig.canvas.get_renderer()
+        seen.update(figure=fig.bbox, panels=[ax.get_tightbbox(r) for ax in fig.axes],
+                    legends=[legend.get_window_extent(r) for legend in fig.legends + [
+                        ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]],
+                    texts=[t.get_window_extent(r) for t in fig.texts],
+                    notes=[t.get_window_extent(r) for t in fig.texts if t.get_gid() == "note"])
+    monkeypatch.setattr(plt.Figure, "savefig", spy)
+    plot_losses(runs, path)
+    return seen
+
+
+def overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 12])
+def test_the_legend_and_notes_cover_no_panel_and_nothing_is_cut_at_the_edges(tmp_path, monkeypatch, n):
+    """The legend sat on the left panel, over its y axis label and the curves, and the right panel's x label
+    could end past the picture's edge. Now the legend and the notes are below the panels and their labels,
+    and every panel with its labels, the title, the legend and the notes lie inside the saved picture."""
+    import math
+
+    curve = write_metrics(tmp_path / "curve", {s: 1.5 + 9.3 * math.exp(-s / 30) for s in range(5, 1001, 5)},
+                          {s: 1.6 + 9.3 * math.exp(-s / 30) for s in range(100, 1001, 100)})
+    one = write_metrics(tmp_path / "one", {100: 3.0}, {100: 3.1})  # a short sweep's run: one log line
+    runs = [(f"War_and_Peace_char optim.lr=0.00{i} eval_interval=500 patience=3 model.n_layer={i}",
+             read_metrics(one if i == 1 else curve)) for i in range(n)]
+    boxes = picture_boxes(runs, tmp_path / "a.png", monkeypatch)
+    figure, panels, (legend,), notes = boxes["figure"], boxes["panels"], boxes["legends"], boxes["notes"]
+    for box in panels + [legend] + boxes["texts"]:
+        assert figure.x0 - 0.5 <= box.x0 and box.x1 <= figure.x1 + 0.5, (box, figure)
+        assert figure.y0 - 0.5 <= box.y0 and box.y1 <= figure.y1 + 0.5, (box, figure)
+    for panel in panels:
+        assert not overlap(legend, panel) and not any(overlap(note, panel) for note in notes)
+    assert not overlap(*panels) and not any(overlap(note, legend) for note in notes)
+    assert not any(overlap(a, b) for i, a in enumerate(notes) for b in notes[i + 1:])
+    height, width = matplotlib.image.imread(tmp_path / "a.png").shape[:2]
+    assert (width, height) == (round(figure.width), round(figure.height))  # the picture saved is all of it
+    assert len(notes) == (1 if n == 1 else 2)  # the y axis cut; and, with the one-line run, its few points
+
+
+def test_labels_name_what_a_user_set_not_what_a_run_left_unset(two_runs, tmp_path):
+    """`patience=null` and `data.path=null` in labels: a setting left unset is not named where the rest of
+    the label tells the run apart; data.path is not named between runs of one corpus (one read the text,
+    the other found it by data.name: the same tokens); runs of the same settings are told apart by their
+    folders, the title saying that their settings are the same."""
+    t = two_runs[0]
+    plain = fake_run(tmp_path / "2026-12-03/10-00-00", t, "2026-12-03", **{"optim.lr": 1e-3})
+    patient = fake_run(tmp_path / "2026-12-03/11-30-00", t, "2026-12-03", **{"optim.lr": 3e-3, "patience": 3})
+    assert plot_command.describe([plain, patient])[0] == ["optim.lr=0.001", "optim.lr=0.003 patience=3"]
+    book = {"data.name": "War_and_Peace_char", "data.path": "/home/me/War and Peace.txt"}
+    read = fake_run(tmp_path / "2026-12-04/09-00-00", t, "2026-12-04", **book)
+    found = fake_run(tmp_path / "2026-12-04/10-00-00", t, "2026-12-04", **{**book, "data.path": None, "patience": 3})
+    assert plot_command.describe([read, found]) == (["patience=null", "patience=3"],  # patience alone: the override
+                                                    "2 runs on War_and_Peace_char, model=tiny, 2026-12-04")
+    again = fake_run(tmp_path / "2026-12-03/12-00-00", t, "2026-12-03", **{"optim.lr": 1e-3})
+    assert plot_command.describe([plain, again, patient])[0] == [
+        "optim.lr=0.001 (10-00-00)", "optim.lr=0.001 (12-00-00)", "optim.lr=0.003 patience=3"]
+    assert plot_command.describe([plain, again]) == (
+        ["10-00-00", "12-00-00"], "2 runs on shakespeare_char, model=tiny, 2026-12-03: the same settings")
+    sweeps = [fake_run(tmp_path / f"sweeps/2026-12-03/{time}/0", t, "2026-12-03", **{"optim.lr": 1e-3})
+              for time in ("13-00-00", "14-00-00")]  # the first run of two sweeps: the same folder name
+    assert plot_command.describe(sweeps)[0] == ["13-00-00/0", "14-00-00/0"]
+
+
+def test_a_run_of_few_log_lines_is_drawn_as_points_with_a_note_that_says_so(tmp_path, monkeypatch):
+    """A short sweep of the CPU recipe (log_interval=100, max_steps=100) logs one training loss a run: the
+    picture was lone dots. Each logged point has a marker, the x axes start at 0, the legend says `only 1
+    training loss`, and a note says what gives a curve; a run of enough log lines gets no such note."""
+    import matplotlib.pyplot as plt
+
+    short = [write_metrics(tmp_path / f"lr{i}", {100: 2.3 - i / 10}, {100: 2.35 - i / 10}) for i in range(2)]
+    seen = []
+    real_savefig = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        seen.append({"notes": [t.get_text() for t in fig.texts if t.get_gid() == "note"],
+                     "legend": [t.get_text() for t in fig.legends[0].get_texts()],
+                     "markers": {line.get_marker() for ax in fig.axes for line in ax.get_lines()},
+                     "left": {ax.get_xlim()[0] for ax in fig.axes}})
+        return real_savefig(fig, *args, **kwargs)
+    monkeypatch.setattr(plt.Figure, "savefig", spy)
+    plot_losses([(f.name, read_metrics(f)) for f in short], tmp_path / "sweep.png")
+    assert seen[-1]["notes"] == ["every run logged fewer than 5 training losses (one every log_interval steps): "
+                                 "a few points, not a curve; log_interval=5 logs 20 in 100 steps"]
+    assert seen[-1]["legend"] == ["lr0: last val 2.3500 (only 1 training loss)",
+                                  "lr1: last val 2.2500 (only 1 training loss)"]
+    assert "None" not in seen[-1]["markers"] and seen[-1]["left"] == {0.0}  # every point drawn, from step 0
+    enough = write_metrics(tmp_path / "enough", {s: 3.0 - s / 1000 for s in range(100, 1001, 100)}, {1000: 2.0})
+    plot_losses([(f.name, read_metrics(f)) for f in (enough, short[0])], tmp_path / "mixed.png")
+    assert seen[-1]["notes"][-1].startswith("1 of the 2 runs (\"only\" in the legend) logged fewer than 5 training")
+    assert seen[-1]["legend"][0] == "enough: last val 2.0000"
+    plot_losses([("enough", read_metrics(enough))], tmp_path / "enough.png")
+    assert not any("logged fewer" in note for note in seen[-1]["notes"]) and seen[-1]["legend"] == [
+        "enough: last val 2.0000"]
