@@ -5,8 +5,9 @@ top and calls `run_command(name, Schema, task)`. The command line's `key=value` 
 Hydra's override parser and composed with configs/NAME.yaml through Hydra's compose API, the same way
 in every process under torchrun, in tests and in benchmarks (`compose`). Then:
 
-  * a wrong type, an unknown key (with the closest known one suggested), a malformed argument, or a
-    value a schema's __post_init__ refuses is a ConfigError: one line naming the key, exit code 2;
+  * a wrong type, an unknown key (with the one meant suggested: ropegpt's name for another project's,
+    `optim.learning_rate` -> optim.lr, else the closest), a malformed argument, or a value a schema's
+    __post_init__ refuses is a ConfigError: one line naming the key, exit code 2;
   * a field declared free text (`field(metadata=FREE_TEXT)`, e.g. sample.py's prompt) takes the rest
     of its argument verbatim: quotes, commas, `=`, `${`, backslashes and any Unicode survive, because
     the value is quoted for Hydra's grammar before Hydra reads it;
@@ -182,11 +183,40 @@ def schema_keys(schema: type, prefix: str = "") -> list[str]:
     return keys
 
 
+# Why this table: people type the names of the projects they come from (nanoGPT, Hugging Face transformers,
+# litgpt, torchtitan), and the closest spelling misleads: `optim.learning_rate` is closest to optim.min_lr,
+# but means optim.lr. ropegpt's name (a key's last part) -> theirs; suggested only where the schema has it.
+OTHER_NAMES = {
+    "lr": ("learning_rate",),
+    "min_lr": ("lr_min", "min_learning_rate"),
+    "warmup_steps": ("warmup", "warmup_iters", "lr_warmup_steps"),
+    "max_steps": ("steps", "max_iters", "num_steps", "lr_decay_iters"),
+    "batch_size": ("batchsize", "global_batch_size"),
+    "grad_clip": ("max_grad_norm", "max_norm"),
+    "eval_batches": ("eval_iters",),
+    "n_layer": ("n_layers", "num_layers", "num_hidden_layers"),
+    "n_head": ("n_heads", "num_heads", "num_attention_heads"),
+    "n_kv_head": ("n_kv_heads", "num_key_value_heads", "n_query_groups"),
+    "n_embd": ("hidden_size", "d_model", "dim"),
+    "mlp_hidden": ("intermediate_size",),
+    "block_size": ("context_length", "seq_len", "max_seq_len", "max_position_embeddings"),
+    "rope_base": ("rope_theta",),
+    "norm_eps": ("rms_norm_eps",),
+    "tie_weights": ("tie_word_embeddings",),
+}
+OURS = {theirs: ours for ours, names in OTHER_NAMES.items() for theirs in names}
+
+
 def unknown_key(key: str, schema: type) -> ConfigError:
-    known = schema_keys(schema)
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    if not close:  # `lr=0.1` for optim.lr: the same last part under another group
-        close = [k for k in known if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]][:1]
+    """The one line for a key the schema lacks, suggesting the key meant: ropegpt's name for another
+    project's (OTHER_NAMES, in the typed key's group if it has one), else the closest spelling, else the
+    same last part under another group (`lr=0.1` for optim.lr)."""
+    known, (group, _, last) = schema_keys(schema), key.rpartition(".")
+    ours = [k for k in known if k.rpartition(".")[2] == OURS.get(last)]
+    close = sorted(ours, key=lambda k: not k.startswith(f"{group}."))[:1]  # in the typed key's group first
+    close = close or difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if not close:
+        close = [k for k in known if k.rpartition(".")[2] == last][:1]
     hint = f"did you mean {close[0]}?" if close else "`--help` lists the settings"
     return ConfigError(f"unknown setting {key}: {hint}")
 

@@ -17,7 +17,7 @@ import sample as sample_command
 import train as train_command
 from data.tokenizers import CharTokenizer, GPT2Tokenizer
 from runtime.checkpoint import save_checkpoint
-from runtime.config import compose
+from runtime.config import OTHER_NAMES, compose, unknown_key
 from tests.helpers import REPO, run_command, tiny_model
 from train import TrainConfig
 
@@ -111,6 +111,10 @@ TRAIN_CASES = [  # (arguments, what the one line must say)
     ("lr=0.1", "unknown setting lr: did you mean optim.lr?"),
     ("max_step=3", "unknown setting max_step: did you mean max_steps?"),
     ("optim.lrr=0.1", "unknown setting optim.lrr: did you mean optim.lr?"),
+    ("optim.learning_rate=1e-3", "unknown setting optim.learning_rate: did you mean optim.lr?"),  # not optim.min_lr
+    ("model.num_hidden_layers=2", "unknown setting model.num_hidden_layers: did you mean model.n_layer?"),
+    ("model.hidden_size=64", "unknown setting model.hidden_size: did you mean model.n_embd?"),
+    ("max_iters=100", "unknown setting max_iters: did you mean max_steps?"),
     ("+optim.lrr=0.1", "unknown setting optim.lrr: did you mean optim.lr?"),
     ("prompt=hello", "unknown setting prompt"),
     ("max_steps", "cannot read the argument 'max_steps': write key=value"),
@@ -122,7 +126,7 @@ TRAIN_CASES = [  # (arguments, what the one line must say)
     ("out_dir={home}/run", "{home}/run already holds a run: continue it with `python train.py resume={home}/run`"),
     ("resume={home}/nothing", "no checkpoint at {home}/nothing"),
     ("resume={home}/corrupt.pt", "{home}/corrupt.pt is not a readable checkpoint"),
-    ("resume={home}/run model.n_layer=3", "the checkpoint's model"),
+    ("resume={home}/run max_steps=4 model.n_layer=3", "the checkpoint's model"),  # max_steps: the run finished
     ("resume={home}/run model=small", "'model=small' switches a config group"),
     ("resume={home}/run optim.lr=-1", "optim.lr=-1.0 must be >= 0"),
 ]
@@ -133,6 +137,16 @@ def test_train_refuses_a_bad_setting_with_one_line_and_changes_nothing(world, ca
     base = [] if args.startswith("resume=") else TINY  # a resumed run takes its settings from its checkpoint
     argv = [*base, f"data.root={world / 'data'}", *args.format(home=world).split()]
     refused(train_command.main, argv, capsys, monkeypatch, world, message.format(home=world))
+
+
+def test_every_other_project_s_name_suggests_the_train_py_key_it_means():
+    """runtime.config.OTHER_NAMES (nanoGPT's, transformers', litgpt's, torchtitan's names): each one, in any
+    group, suggests the key of train.py's schema that it names, whatever spelling is closer."""
+    for ours, names in OTHER_NAMES.items():
+        for theirs in names:
+            for typed in (theirs, f"optim.{theirs}", f"model.{theirs}"):
+                hint = str(unknown_key(typed, TrainConfig))
+                assert hint.rpartition(" ")[2].rstrip("?").rpartition(".")[2] == ours, (typed, hint)
 
 
 @pytest.fixture(scope="module")

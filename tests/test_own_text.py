@@ -120,7 +120,7 @@ def test_a_run_resumes_on_the_tokens_it_trained_on_or_refuses(tmp_path):
     write(book, "Completely different words now, a new version of the book.\n" * 40)
     assert prepare("data=text", f"data.path={book}", f"data.root={root}").returncode == 0
     before = fingerprint(run)
-    r = train(f"resume={run}")
+    r = train(f"resume={run}", "max_steps=8")
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert f"{root / 'book_char'} no longer holds the tokens this run trained on" in r.stderr
     assert fingerprint(run) == before

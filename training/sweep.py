@@ -37,7 +37,7 @@ from runtime.config import ConfigError, compose, parse_overrides
 from runtime.plots import read_metrics
 from runtime.processes import STOP_EXIT_CODES
 from runtime.runlog import duration
-from training import TrainError
+from training import TrainError, resume
 
 TRAIN = Path(__file__).resolve().parent.parent / "train.py"
 SWEEP_KEYS = ("jobs", "sweep_dir")  # the sweep's own settings, not passed to the runs
@@ -52,6 +52,10 @@ def run_sweep(name: str, schema: type, args: list[str]) -> dict:
         compose(name, schema, combo)
     folder = sweep_folder(args, own.get("sweep_dir"))
     state = load_state(folder, args, combos)
+    for run in state["runs"]:  # finished, though the sweep missed its exit (Ctrl-C in its last step, a kill)
+        if run["status"] != "done" and resume.finished(folder / run["dir"]):
+            run["status"] = "done"  # not resumed: resume= refuses a run with no step left
+            save_state(folder, state)
     jobs = int(own.get("jobs", 1))
     todo = [run for run in state["runs"] if run["status"] != "done"]
     print(f"sweep of {len(combos)} run(s) in {folder}" + (f", {len(state['runs']) - len(todo)} finished before"
@@ -243,7 +247,7 @@ def report(folder: Path, state: dict) -> None:
     if drawn:
         plot = [sys.executable, str(TRAIN.with_name("plot.py")), *(str(folder / r["dir"]) for r in drawn),
                 "--out", str(folder / "sweep.png"), "--labels", *(varying(state, r) for r in drawn),
-                "--title", f"sweep {folder}"]
+                "--title", f"sweep {folder}" + (f": {' '.join(shared(state))}" if shared(state) else "")]
         result = subprocess.run(plot, capture_output=True, text=True)
         print(result.stdout.strip() or result.stderr.strip())
 
