@@ -21,6 +21,15 @@ from model.attention import CausalSelfAttention, KVCache, rope_tables
 
 @dataclass
 class GPTConfig:
+    """The model's shape and options. The defaults are GPT-2 small's shape (12 layers, 12 heads, width 768,
+    context 1024), with an untied head and no dropout, as nanoGPT's GPTConfig has them.
+
+    train.py does not run these sizes: its model is a configs/model/ group, by default small.yaml (6 layers,
+    6 heads, width 384, context 256, dropout 0.2), and only the keys a group's YAML leaves out come from
+    here (e.g. no dropout for mini.yaml, the CPU recipe's). configs/model/gpt2.yaml is GPT-2 small with its
+    head tied. A checkpoint holds its model's whole config: only a key added to ropegpt since it was written
+    takes its default from here."""
+
     vocab_size: Optional[int] = None  # required by GPT; train.py takes it from the data's meta.json
     block_size: int = 1024  # the longest context: of training sequences, and of a KV cache by default
     n_layer: int = 12
