@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -57,3 +58,22 @@ def torchrun(n: int) -> list[str]:
     """The torchrun command for n processes on this machine, on a port no other test holds."""
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--master_addr=127.0.0.1",
             f"--master_port={free_port()}"]
+
+
+def train_once(tmp_path_factory, tinyshakespeare: Path, overrides: list[str]) -> Path:
+    """A tiny run trained in this process with these overrides, into a folder of its own (for a module's
+    fixture: train once, then give each test a copy with copy_run)."""
+    import train as train_module
+    from runtime.config import compose
+    from tests.conftest import copy_tinyshakespeare
+
+    root = copy_tinyshakespeare(tmp_path_factory.mktemp("data"))
+    run = tmp_path_factory.mktemp("runs") / "run"
+    train_module.train(compose("train", train_module.TrainConfig, [*overrides, f"data.root={root}", f"out_dir={run}"]))
+    return run
+
+
+def copy_run(run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy

@@ -22,7 +22,7 @@ from runtime.checkpoint import load_checkpoint
 from runtime.config import compose
 from runtime.files import AppendFile, DiskFullError, disk_full, size_text, writing
 from tests.conftest import copy_tinyshakespeare
-from tests.helpers import fingerprint, run_command, tiny_model
+from tests.helpers import copy_run, fingerprint, run_command, tiny_model, train_once
 from training import validator
 
 TINY = ["model=tiny", "max_steps=4", "batch_size=2", "eval_batches=1", "eval_interval=2", "log_interval=1",
@@ -45,17 +45,12 @@ def sizes_in(line: str) -> tuple[float, float]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tinyshakespeare) -> Path:
     """A tiny run of 4 steps (checkpoints at steps 2 and 4), trained once; each test resumes a copy."""
-    root = copy_tinyshakespeare(tmp_path_factory.mktemp("data"))
-    run = tmp_path_factory.mktemp("runs") / "run"
-    train_module.train(compose("train", train_module.TrainConfig, [*TINY, f"data.root={root}", f"out_dir={run}"]))
-    return run
+    return train_once(tmp_path_factory, tinyshakespeare, TINY)
 
 
 @pytest.fixture
 def run(trained, tmp_path) -> Path:
-    copy = tmp_path / "run"
-    shutil.copytree(trained, copy)
-    return copy
+    return copy_run(trained, tmp_path)
 
 
 def resume_fails(run: Path, capsys) -> str:

@@ -4,7 +4,6 @@ continued after it lost track of a finished run skips that run instead of failin
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,7 @@ import pytest
 import train as train_module
 from runtime.checkpoint import load_checkpoint, save_checkpoint
 from runtime.config import compose
-from tests.conftest import copy_tinyshakespeare
-from tests.helpers import fingerprint, run_command
+from tests.helpers import copy_run, fingerprint, run_command, train_once
 from training import TrainError, resume
 from train import TrainConfig
 
@@ -24,17 +22,12 @@ TINY = ["model=tiny", "batch_size=4", "eval_batches=2", "log_interval=1", "eval_
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tinyshakespeare) -> Path:
     """A tiny run that finished: 4 of max_steps=4, evaluated at step 4. Each test gets a copy."""
-    root = copy_tinyshakespeare(tmp_path_factory.mktemp("data"))
-    run = tmp_path_factory.mktemp("runs") / "run"
-    train_module.train(compose("train", TrainConfig, [*TINY, "max_steps=4", f"data.root={root}", f"out_dir={run}"]))
-    return run
+    return train_once(tmp_path_factory, tinyshakespeare, [*TINY, "max_steps=4"])
 
 
 @pytest.fixture
 def run(trained, tmp_path) -> Path:
-    copy = tmp_path / "run"
-    shutil.copytree(trained, copy)
-    return copy
+    return copy_run(trained, tmp_path)
 
 
 def resumed(run: Path, *overrides: str) -> TrainConfig:
