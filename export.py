@@ -6,8 +6,9 @@
 The folder holds config.json (a LlamaConfig), generation_config.json, model.safetensors and the
 tokenizer (tokenizer.json, tokenizer_config.json), the layout of any Llama model on the Hugging Face
 Hub; transformers loads it (tested). ropegpt's GPT is Llama's network (model/llama.py), so nothing is
-converted but names. The character vocabulary becomes a Hugging Face tokenizer with one token per character, and
-GPT-2's BPE one that gives tiktoken's ids.
+converted but names. The character vocabulary becomes a Hugging Face tokenizer with one token per character,
+GPT-2's BPE one that gives tiktoken's ids, and a BPE trained on the corpus (data.tokenizer=bpe) is its own
+tokenizer.json already.
 """
 
 import os
@@ -82,6 +83,11 @@ def export(cfg: ExportConfig) -> Path:
         print("note: llama.cpp cannot convert this export: its converter reads SentencePiece models and the byte-level "
               "BPEs of known models, not a vocabulary of characters; for llama.cpp, train on GPT-2 BPE tokens "
               "(data=shakespeare, or data.tokenizer=gpt2) and export that run (docs/huggingface.md)")
+    elif tokenizer.kind == "bpe":
+        print("note: llama.cpp's converter may refuse this export (\"BPE pre-tokenizer was not recognized\"): it "
+              "knows a byte-level BPE by a hash of the ids it gives a test text, and a BPE trained on your corpus "
+              "is none it knows; transformers and lm-eval load it; for llama.cpp, train on GPT-2 BPE tokens "
+              "(data.tokenizer=gpt2) and export that run (docs/huggingface.md)")
     return out
 
 

@@ -13,7 +13,8 @@ Runs are labelled by the settings that differ between them (read from the config
 each run folder), by their corpus when that differs, and by their date when they are from different
 days; a setting left unset (null) is not named where the rest of a label tells the run apart, and runs
 with the same settings are told apart by their folders. --labels names them instead. The title says
-what they share. plot.py redraws a picture it drew before; any other file at --out is left as it is.
+what they share. Runs of different tokenizers (a character run beside a BPE run) are drawn in bits per
+byte, the measure that compares them (--bpb draws any runs so). plot.py redraws a picture it drew before; any other file at --out is left as it is.
 """
 
 import argparse
@@ -28,7 +29,7 @@ from typing import Any, Optional
 
 from runtime.errors import UserError, exit_on_user_error, fail
 from runtime.files import as_created
-from runtime.plots import plot_losses, read_metrics
+from runtime.plots import in_bits_per_byte, plot_losses, read_metrics
 
 MARK = "ropegpt plot.py"  # the Software text of the PNGs plot.py writes: the only files it may replace
 # Settings that do not change what the curves mean (where a run was written, how it was shown), and
@@ -261,12 +262,36 @@ def destination(wanted: Path) -> Path:
     return out
 
 
-def draw(runs: list[tuple[str, list[dict]]], out: Path, title: str) -> None:
+def tokenizer_of(folder: Path) -> Optional[str]:
+    """The tokenizer a run trained with, as its config names it (bpe with its size: bpe1024); None if unknown."""
+    s = settings_of(folder) or {}
+    kind = s.get("data.tokenizer")
+    return f"{kind}{s.get('data.vocab_size')}" if kind == "bpe" else kind
+
+
+def in_bpb(runs: list[tuple[str, list[dict]]], folders: list[Path], asked: bool) -> Optional[list]:
+    """The runs with their losses in bits per byte, where asked (--bpb) or where the runs' tokenizers differ
+    (losses per token of different tokenizers do not compare); None to draw losses. A run without bits
+    per byte (an older ropegpt's) keeps the picture in losses, with a note that says so."""
+    tokenizers = {tokenizer_of(f) for f in folders}
+    if not asked and len(tokenizers) < 2:
+        return None
+    converted = [(label, in_bits_per_byte(entries)) for label, entries in runs]
+    missing = [str(f) for f, (_, entries) in zip(folders, converted) if entries is None]
+    if missing:
+        print(f"note: {', '.join(missing)} logged no bits per byte (trained before ropegpt measured them, or not "
+              f"evaluated yet): drawn in losses per token, which do not compare across tokenizers "
+              f"({', '.join(sorted(map(str, tokenizers)))})", file=sys.stderr)
+        return None
+    return converted
+
+
+def draw(runs: list[tuple[str, list[dict]]], out: Path, title: str, bpb: bool = False) -> None:
     """The picture at out, marked as plot.py's; written beside it, then renamed: never half a PNG."""
     fd, partial = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
     os.close(fd)
     try:
-        plot_losses(runs, partial, title=title, metadata={"Software": MARK})
+        plot_losses(runs, partial, title=title, metadata={"Software": MARK}, bpb=bpb)
         as_created(Path(partial))  # mkstemp's file is private (0o600)
         os.replace(partial, out)
     finally:
@@ -287,6 +312,8 @@ def main(argv: list[str] | None = None) -> Path:
                         help="the PNG to write (default: runs.png; a picture plot.py drew there is redrawn)")
     parser.add_argument("--labels", nargs="+", help="a name for each run, in order (default: what differs)")
     parser.add_argument("--title", default="", help="the picture's title (default: what the runs share)")
+    parser.add_argument("--bpb", action="store_true",
+                        help="bits per byte on the y axis (the default when the runs' tokenizers differ)")
     args = parser.parse_args(argv)
     with exit_on_user_error():
         if args.out.suffix.lower() != ".png":
@@ -303,7 +330,9 @@ def main(argv: list[str] | None = None) -> Path:
         wanted = args.out.expanduser()
         out = destination(wanted)
         redrawn = out.exists()
-        draw([(label, entries) for label, (_, _, entries) in zip(labels, runs)], out, args.title or title)
+        drawn = [(label, entries) for label, (_, _, entries) in zip(labels, runs)]
+        converted = in_bpb(drawn, [folder for _, folder, _ in runs], args.bpb)
+        draw(converted or drawn, out, args.title or title, bpb=converted is not None)
         count = f"{len(runs)} run{'s' if len(runs) > 1 else ''}"
         print(f"wrote {out} ({count})" + (f"; {wanted} was not drawn by plot.py and was left as it was"
                                           if out != wanted else "") +

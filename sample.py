@@ -30,7 +30,7 @@ from model.llama import LlamaFormatError, is_llama_folder, load_llama
 from model.quantize import quantize_int8
 from runtime.checkpoint import find_checkpoint, load_checkpoint
 from runtime.config import FREE_TEXT, require, run_command
-from runtime.devices import DEVICE, DTYPE_NAMES, resolve_device, resolve_dtype
+from runtime.devices import DEVICE, DTYPE_NAMES, emulated_bf16_warning, resolve_device, resolve_dtype
 from runtime.errors import UserError
 from runtime.threads import Threads
 
@@ -90,6 +90,8 @@ def sample(cfg: SampleConfig, out: Optional[TextIO] = None, err: Optional[TextIO
     stops = prompts.stop_strings(cfg.stop)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
+    if (slow := emulated_bf16_warning(dtype, device)) is not None:
+        err.write(f"warning: {slow}\n")
     check_plot_folder(cfg.attention_plot)  # before the model loads: it may take long
     model, tokenizer, loaded = load_model(cfg.ckpt, cfg.runs_dir, device)
     model.to(dtype)  # the weights in the sampling dtype: bf16 reads half of fp32's bytes per token

@@ -54,10 +54,10 @@ class OptimConfig:
     name: str = "adamw"  # adamw; or muon: Muon for the blocks' matrices, AdamW (at lr) for the rest
     lr: float = 1e-3  # peak learning rate, reached after warmup_steps
     min_lr: float = 1e-4  # the cosine decay ends here at max_steps
-    warmup_steps: int = 100
+    warmup_steps: int = 100  # linear warm-up from 0 to lr over these first steps
     weight_decay: float = 0.1  # on matrices only, not on norm scales
-    beta1: float = 0.9
-    beta2: float = 0.99
+    beta1: float = 0.9  # AdamW's decay of its gradient average (momentum)
+    beta2: float = 0.99  # AdamW's decay of its squared-gradient average (0.99: small models, short runs)
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     muon_lr: float = 0.02  # with name=muon: the matrices' peak learning rate (the schedule scales both)
     muon_momentum: float = 0.95
@@ -78,7 +78,7 @@ class OptimConfig:
 @dataclass
 class WandbConfig:
     enabled: bool = False  # wandb.enabled=true turns it on; WANDB_MODE=offline keeps it local
-    project: str = "ropegpt"
+    project: str = "ropegpt"  # the wandb project the run is logged under
     name: Optional[str] = None  # the run's name; None: the run folder's name
 
 
@@ -103,7 +103,7 @@ class TrainConfig:
     peak_flops: Optional[float] = None  # FLOP/s per device that MFU is measured against; None: known GPUs
     deterministic: bool = False  # deterministic kernels: the same seed gives the same bits, compiled too (slower)
     threads: Optional[int] = None  # CPU threads of each process; None: as many as other programs leave cores free
-    seed: int = 1337
+    seed: int = 1337  # initial weights, dropout and batch order; the same seed on the same machine repeats a run
     out_dir: Optional[str] = None  # the run folder; None: outputs/DATE/TIME (with resume=: the run's own)
     resume: Optional[str] = None  # a run folder or a checkpoint file to continue from
     init_from: Optional[str] = None  # a Hugging Face Llama folder to fine-tune; data.tokenizer=hf:FOLDER

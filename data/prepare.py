@@ -3,6 +3,7 @@
     python -m data.prepare                                   # Tiny Shakespeare, characters
     python -m data.prepare data=shakespeare                  # Tiny Shakespeare, GPT-2 BPE
     python -m data.prepare data=text data.path=book.txt data.tokenizer=char data.name=book
+    python -m data.prepare data=text data.path=book.txt data.tokenizer=bpe data.vocab_size=1024   # its own BPE
     python -m data.prepare data=fineweb_edu                  # 10B tokens of FineWeb-Edu, streamed from the Hub
 
 The corpus is read a piece at a time (data/sources.py), tokenized by `workers` processes, and appended
@@ -43,7 +44,9 @@ import numpy as np
 from data.config import DataConfig, DataError, dataset_dir
 from data.shards import FORMAT_VERSION, ShardWriter, load_meta, split_shards, token_dtype, write_meta
 from data.sources import pieces, source_files
-from data.tokenizers import CharTokenizer, GPT2Tokenizer, HFTokenizer, document_separator, tokenizer_from_meta
+from data.bpe import train_bpe
+from data.tokenizers import (BPETokenizer, CharTokenizer, GPT2Tokenizer, HFTokenizer, document_separator,
+                             tokenizer_from_meta)
 from runtime.runlog import Progress, duration
 from runtime.threads import cores, free_cores
 
@@ -180,7 +183,8 @@ def fingerprint(cfg: DataConfig, files: list[Path]) -> str:
         files = [*files, tokenizer_file] if tokenizer_file.is_file() else files
     what = {"files": [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files],
             **{k: getattr(cfg, k) for k in ("tokenizer", "val_fraction", "text_field", "max_documents",
-                                             "hf_dataset", "hf_config", "hf_split", "shard_tokens")}}
+                                             "hf_dataset", "hf_config", "hf_split", "shard_tokens")},
+            **({"vocab_size": cfg.vocab_size} if cfg.tokenizer == "bpe" else {})}  # other corpora keep their digest
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
@@ -344,9 +348,14 @@ def write_dataset(cfg: DataConfig, files: list[Path], out: Path) -> dict:
         tokenizer = CharTokenizer("".join(sorted(chars | {"\n"} if several else chars)))  # "\n": the separator
     elif cfg.tokenizer == "gpt2":
         tokenizer = GPT2Tokenizer()
+    elif cfg.tokenizer == "bpe":  # trained on the train split only: a second pass over a large corpus
+        train_texts = by_characters(documents, cfg.val_fraction) if whole else \
+            by_documents(pieces(cfg, files), cfg.val_fraction)
+        tokenizer = trained_bpe((text for text, split, _ in train_texts if split == "train"), cfg)
     else:
         tokenizer = HFTokenizer.from_folder(cfg.tokenizer.removeprefix("hf:"))
     separator = np.array(document_separator(tokenizer), dtype=np.int64)
+    lengths, n_bytes = tokenizer.byte_lengths(), {"train": 0, "val": 0}  # each split's UTF-8 bytes, for bits per byte
     dtype = token_dtype(tokenizer.vocab_size)
     writers = {split: ShardWriter(out, split, dtype, cfg.shard_tokens) for split in ("train", "val")}
     # a small corpus is tokenized in this process: starting workers would cost more than it saves
@@ -359,7 +368,9 @@ def write_dataset(cfg: DataConfig, files: list[Path], out: Path) -> dict:
             writer = writers[split]
             if not joins and writer.tokens and separator.size:
                 writer.write(separator)
+                n_bytes[split] += int(lengths[separator].sum())
             writer.write(ids)
+            n_bytes[split] += int(lengths[ids].sum())
             chars += n_chars
         tokens, seconds = writers["train"].tokens + writers["val"].tokens, time.perf_counter() - started
         eta = f", ETA {duration(seconds * (total_bytes - chars) / chars)}" if total_bytes and chars else ""
@@ -372,13 +383,23 @@ def write_dataset(cfg: DataConfig, files: list[Path], out: Path) -> dict:
                             f"1M-character pieces) for val_fraction={cfg.val_fraction}; raise it")
     return {"format_version": FORMAT_VERSION, **tokenizer.meta(), "dtype": dtype.name, "shards": shards,
             "train_tokens": writers["train"].tokens, "val_tokens": writers["val"].tokens,
+            "train_bytes": n_bytes["train"], "val_bytes": n_bytes["val"],
             "split": "characters" if whole else "documents", "val_fraction": cfg.val_fraction, "source": source,
             "source_id": source_of(cfg)}
 
 
+def trained_bpe(train_texts: Iterator[str], cfg: DataConfig) -> BPETokenizer:
+    """A byte-level BPE of cfg.vocab_size tokens trained on the train split's text (data/bpe.py), said in a line."""
+    started = time.perf_counter()
+    tokenizer = BPETokenizer(train_bpe(train_texts, cfg.vocab_size), source=f"trained on {source_of(cfg)}")
+    log.info("trained a %d-token BPE on the train split in %.1f s", tokenizer.vocab_size, time.perf_counter() - started)
+    return tokenizer
+
+
 def summary(meta: dict) -> str:
+    per_token = f", {meta['val_bytes'] / meta['val_tokens']:.2f} bytes per val token" if meta.get("val_bytes") else ""
     return (f"{meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens, "
-            f"{meta['tokenizer']} tokenizer, vocabulary {meta['vocab_size']:,}")
+            f"{meta['tokenizer']} tokenizer, vocabulary {meta['vocab_size']:,}{per_token}")
 
 
 def main() -> None:

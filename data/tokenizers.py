@@ -1,14 +1,17 @@
-"""Three tokenizers behind one small interface: encode, encode_prompt, decode, vocab_size, eot, bos, eos, meta.
+"""The tokenizers behind one small interface: encode, encode_prompt, decode, vocab_size, eot, bos, eos, meta,
+and byte_lengths (each token's UTF-8 bytes, what bits per byte divides by).
 
 - `CharTokenizer`: one token per character of the corpus.
 - `GPT2Tokenizer`: GPT-2's byte-pair encoding, through tiktoken.
 - `HFTokenizer`: a Hugging Face `tokenizer.json` (the file a model folder carries), through `tokenizers`.
+- `BPETokenizer`: a byte-level BPE trained on the corpus's train split (data/bpe.py), kept as a tokenizer.json.
 
 Each can also be written as a Hugging Face tokenizer (`hf_tokenizer` + `save_hf_tokenizer`), so an
 exported model's folder loads with `AutoTokenizer.from_pretrained` and gives the same ids.
 """
 
 import json
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -62,6 +65,10 @@ class CharTokenizer:
     def meta(self) -> dict:
         return {"tokenizer": self.kind, "vocab_size": self.vocab_size, "chars": self.chars, "eot": self.eot}
 
+    def byte_lengths(self) -> np.ndarray:
+        """(vocab_size,) int64: each character's UTF-8 bytes."""
+        return np.array([len(c.encode("utf-8")) for c in self.chars], dtype=np.int64)
+
     def hf_tokenizer(self):
         """The same mapping as a Hugging Face tokenizer: every character its own word of a WordLevel
         vocabulary, and a decoder that joins them without spaces. A character outside the vocabulary is
@@ -107,6 +114,12 @@ class GPT2Tokenizer:
 
     def meta(self) -> dict:
         return {"tokenizer": self.kind, "vocab_size": self.vocab_size, "eot": self.eot}
+
+    def byte_lengths(self) -> np.ndarray:
+        """(vocab_size,) int64: each token's bytes; <|endoftext|> has none (it stands for no text)."""
+        lengths = [len(self.enc.decode_single_token_bytes(i)) for i in range(self.vocab_size)]
+        lengths[self.eot] = 0
+        return np.array(lengths, dtype=np.int64)
 
     def hf_tokenizer(self):
         """The same encoding as a Hugging Face byte-level BPE, built from tiktoken's ranks.
@@ -221,8 +234,44 @@ class HFTokenizer:
         return {"tokenizer": self.kind, "vocab_size": self.vocab_size, "eot": self.eot, "bos": self.bos,
                 "eos": self.eos, "tokenizer_source": self.source, "tokenizer_json": self.tokenizer_json}
 
+    def byte_lengths(self) -> np.ndarray:
+        """(vocab_size,) int64: each token's UTF-8 bytes; special tokens (BOS, EOS, padding) have none.
+        A byte-level vocabulary (GPT-2's, Llama 3's, SmolLM2's: a ByteLevel decoder) shows each byte as one
+        character (byte_characters); a SentencePiece one (Llama 2's) shows a space as "▁" and a byte it
+        has no token for as <0xNN>."""
+        shown = {c: b for b, c in byte_characters().items()}
+        byte_level = '"ByteLevel"' in json.dumps(json.loads(self.tokenizer_json).get("decoder"))
+        special = {t.content for t in self.tok.get_added_tokens_decoder().values() if t.special}
+        lengths = np.zeros(self.vocab_size, dtype=np.int64)
+        for token, i in self.tok.get_vocab(with_added_tokens=True).items():
+            if token in special:
+                continue
+            if byte_level and all(c in shown for c in token):
+                lengths[i] = len(token)
+            elif re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", token):
+                lengths[i] = 1
+            else:
+                lengths[i] = len(token.replace("▁", " ").encode("utf-8"))
+        return lengths
+
     def hf_tokenizer(self):
         return self.tok
+
+
+class BPETokenizer(HFTokenizer):
+    """A byte-level BPE trained on the corpus (data/bpe.py): a Hugging Face tokenizer.json whose
+    <|endoftext|> separates documents, as GPT-2's does. No BOS: an empty prompt starts from <|endoftext|>."""
+
+    kind = "bpe"
+
+    def __init__(self, tokenizer_json: str, source: str = ""):
+        super().__init__(tokenizer_json, source=source)
+        self.eot = self.tok.token_to_id("<|endoftext|>")
+        self.eos = []  # eot separates documents in training; sampling runs through it, as with GPT-2
+
+    def meta(self) -> dict:
+        return {"tokenizer": self.kind, "vocab_size": self.vocab_size, "eot": self.eot,
+                "tokenizer_source": self.source, "tokenizer_json": self.tokenizer_json}
 
 
 def special_ids(tokenizer) -> tuple[Optional[int], Optional[list[int]]]:
@@ -230,7 +279,7 @@ def special_ids(tokenizer) -> tuple[Optional[int], Optional[list[int]]]:
     is both, as in Hugging Face's gpt2. A character vocabulary has no special token: its newline (the
     separator its documents follow, where sample.py starts an empty prompt) serves as BOS, so that clients
     which condition the first token on a BOS (lm-eval's rolling log-likelihood) have one; no EOS."""
-    if tokenizer.kind == "gpt2":
+    if tokenizer.kind in ("gpt2", "bpe"):
         return tokenizer.eot, [tokenizer.eot]
     if tokenizer.kind == "char":
         separator = document_separator(tokenizer)
@@ -268,7 +317,9 @@ def tokenizer_from_meta(meta: dict):
         return CharTokenizer(meta["chars"])
     if meta.get("tokenizer") == "gpt2":
         return GPT2Tokenizer()
+    if meta.get("tokenizer") == "bpe" and isinstance(meta.get("tokenizer_json"), str):
+        return BPETokenizer(meta["tokenizer_json"], meta.get("tokenizer_source", ""))
     if meta.get("tokenizer") == "hf" and isinstance(meta.get("tokenizer_json"), str):
         return HFTokenizer(meta["tokenizer_json"], meta.get("bos"), meta.get("eos"), meta.get("tokenizer_source", ""))
     raise DataError(f"no usable tokenizer description in meta {sorted(meta)}: expected 'tokenizer' = "
-                    f"'char' (with 'chars'), 'gpt2' or 'hf' (with 'tokenizer_json'). Re-prepare the dataset.")
+                    f"'char' (with 'chars'), 'gpt2', or 'hf' or 'bpe' (with 'tokenizer_json'). Re-prepare the dataset.")

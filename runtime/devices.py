@@ -114,6 +114,15 @@ def cpu_name() -> str:
     return platform.machine() or "an unknown CPU"
 
 
+def emulated_bf16_warning(dtype: torch.dtype, device: torch.device) -> Optional[str]:
+    """One warning line when dtype is bf16 on a CPU that only emulates it (bf16 matmuls slower than fp32's
+    there: 3.6x to 400x), else None."""
+    if dtype != torch.bfloat16 or device.type != "cpu" or native_bf16(device):
+        return None
+    return (f"dtype=bf16 on {cpu_name()}: this CPU has no native bf16, so torch emulates it and bf16 "
+            "products run slower than fp32 here (docs/results.md); dtype=auto (fp32 on a CPU) is faster")
+
+
 def fast_matmul_dtype(device: torch.device) -> torch.dtype:
     """bf16 where device has it natively, else fp32: what Muon's orthogonalisation runs in."""
     return torch.bfloat16 if native_bf16(device) else torch.float32

@@ -35,13 +35,31 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return sorted(latest.values(), key=lambda e: (e["kind"], e["step"]))
 
 
+def in_bits_per_byte(entries: list[dict]) -> Optional[list[dict]]:
+    """A run's metrics with every loss in bits per byte, so runs of different tokenizers compare: an
+    evaluation's val_bpb and train_bpb as they were logged, and each training loss by the bits per
+    nat of the train split's evaluations (its tokens per byte / ln 2, the same at every evaluation). None
+    for a run without bits per byte (one trained by an older ropegpt, or not evaluated yet)."""
+    rated = [e for e in entries if e.get("kind") == "eval" and e.get("train_bpb") and e.get("val_bpb")
+             and e.get("train_loss")]
+    if not rated:
+        return None
+    per_nat = rated[0]["train_bpb"] / rated[0]["train_loss"]
+    return [{**e, "loss": e["loss"] * per_nat} if e.get("kind") == "train" else
+            {**e, "train_loss": e.get("train_bpb"), "val_loss": e.get("val_bpb")} if e.get("kind") == "eval" else e
+            for e in entries if e.get("kind") != "eval" or e.get("val_bpb") is not None]
+
+
 def without_spikes(losses: list[float]) -> list[float]:
     """A run's training losses, each as the median of it and its two neighbours on each side: a spike of
     one or two log lines sinks to its neighbours' level, while a curve's steady fall stays as it is.
-    A run of under 10 log lines is kept as it is (too few neighbours to tell a spike)."""
+    Near the ends the window shrinks to stay centred (the first and last losses are kept: a one-sided
+    window would lower the first point of a falling curve). A run of under 10 log lines is kept as it is
+    (too few neighbours to tell a spike)."""
     if len(losses) < 10:
         return losses
-    return [statistics.median(losses[max(0, i - 2):i + 3]) for i in range(len(losses))]
+    n = len(losses)
+    return [statistics.median(losses[i - w:i + w + 1]) for i in range(n) for w in [min(2, i, n - 1 - i)]]
 
 
 def loss_limits(runs: list[tuple[str, list[dict]]]) -> Optional[tuple[float, float, bool]]:
@@ -75,13 +93,14 @@ FEW = 5  # a run of fewer training losses gets bigger markers and a note: a few 
 
 
 def plot_losses(runs: list[tuple[str, list[dict]]], path: str | Path, title: str = "",
-                metadata: Optional[dict] = None) -> list[dict]:
+                metadata: Optional[dict] = None, bpb: bool = False) -> list[dict]:
     """Save loss curves of one or more runs as a PNG: loss against steps (left) and against time
     (right); the training loss as a thin line, the validation loss as dots joined, one colour per run
     (ten colours, then the same ten with dashed and dotted lines). The y axis shows what loss_limits
     chooses. Below the panels, where it covers no curve and no label: the legend, one entry per run,
     and notes (where the first losses are cut off; which runs logged too few points for a curve).
-    runs: (label, metrics.jsonl entries) pairs; metadata: the PNG's text entries (matplotlib's savefig).
+    runs: (label, metrics.jsonl entries) pairs; metadata: the PNG's text entries (matplotlib's savefig);
+    bpb: the entries' losses are bits per byte (in_bits_per_byte), and the axis says so.
     Returns, per run, the (step, loss) points drawn of each curve, so they can be checked."""
     import matplotlib
 
@@ -103,11 +122,14 @@ def plot_losses(runs: list[tuple[str, list[dict]]], path: str | Path, title: str
             val, = ax.plot([e[x] / scale for e in evals], [e["val_loss"] for e in evals], marker="o", lw=1.5,
                            ms=5 if sparse else 3, ls=line, color=colour)
         handles.append(val)  # the run's legend entry: its colour and line style
-        names.append(label + (f": last val {evals[-1]['val_loss']:.4f}" if evals else "") + (
+        last = evals[-1] if evals else {}
+        in_bpb = f" ({last['val_bpb']:.3f} bits per byte)" if not bpb and last.get("val_bpb") is not None else ""
+        names.append(label + (f": last val {last['val_loss']:.4f}{in_bpb}" if evals else "") + (
             f" (only {len(train)} training loss{'es' if len(train) != 1 else ''})" if sparse else ""))
     axes[0].set_xlabel("step")
     axes[1].set_xlabel("minutes since the run started (resumed runs: their commands added up)")
-    axes[0].set_ylabel("loss (cross-entropy, nats per token)")
+    axes[0].set_ylabel("bits per byte (lower: better, whatever the tokenizer)" if bpb else
+                       "loss (cross-entropy, nats per token)")
     for ax in axes:
         ax.grid(alpha=0.3)
         right = max((x for curve in ax.get_lines() for x in curve.get_xdata()), default=0.0)

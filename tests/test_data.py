@@ -340,7 +340,7 @@ def test_a_meta_json_from_another_tokenizer_is_refused(counting):
         load_meta(counting, "gpt2")
 
 
-@pytest.mark.parametrize("bad,message", [(dict(tokenizer="bpe"), "tokenizer='bpe' must be one of char, gpt2"),
+@pytest.mark.parametrize("bad,message", [(dict(tokenizer="bytes"), "tokenizer='bytes' must be one of char, gpt2, bpe"),
                                          (dict(val_fraction=1.0), "val_fraction=1.0 must be between 0 and 1"),
                                          (dict(name="a/b"), "name='a/b' must be a folder name")])
 def test_a_bad_data_setting_is_refused_where_it_is_defined(bad, message):

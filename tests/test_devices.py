@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from runtime import devices
 from runtime.devices import peak_flops, resolve_dtype
 
 CUDA = torch.device("cuda", 0)
@@ -26,3 +27,15 @@ def test_peak_flops_come_from_the_exact_device_name(monkeypatch, name, flops):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
     assert peak_flops(CUDA) == flops
     assert peak_flops(CUDA, stated=1e12) == 1e12  # what the user states wins
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_that_emulates_it_gets_one_warning_naming_the_faster_dtype(monkeypatch, native):
+    monkeypatch.setattr(devices, "cpu_features", lambda: {"avx512_bf16", "bf16"} if native else set())
+    cpu = torch.device("cpu")
+    line = devices.emulated_bf16_warning(torch.bfloat16, cpu)
+    if native:
+        assert line is None
+    else:
+        assert "no native bf16" in line and "dtype=auto" in line and "\n" not in line
+    assert devices.emulated_bf16_warning(torch.float32, cpu) is None  # fp32 is never warned about

@@ -9,7 +9,7 @@ import pytest
 import plot as plot_command
 from training import validator
 from runtime.config import compose
-from runtime.plots import plot_losses, read_metrics
+from runtime.plots import plot_losses, read_metrics, without_spikes
 from tests.conftest import copy_tinyshakespeare
 from tests.helpers import REPO, fingerprint, metrics, run_command
 from train import TrainConfig, train
@@ -386,3 +386,11 @@ def test_a_run_of_few_log_lines_is_drawn_as_points_with_a_note_that_says_so(tmp_
     plot_losses([("enough", read_metrics(enough))], tmp_path / "enough.png")
     assert not any("logged fewer" in note for note in seen[-1]["notes"]) and seen[-1]["legend"] == [
         "enough: last val 2.0000"]
+
+
+def test_the_spike_filter_drops_a_lone_spike_and_keeps_both_ends_of_a_falling_curve():
+    falling = [3.0 - 0.1 * i for i in range(12)]
+    assert without_spikes(falling) == pytest.approx(falling, abs=1e-12)  # the first point is not lowered
+    spiky = falling[:5] + [9.0] + falling[6:]
+    filtered = without_spikes(spiky)
+    assert filtered[5] == pytest.approx(falling[5], abs=0.11) and max(filtered) == pytest.approx(3.0)

@@ -12,6 +12,7 @@ import torch
 from data.config import DataError
 from data.prompts import read_prompt, stop_strings
 from data.tokenizers import CharTokenizer
+from runtime import devices
 from runtime.checkpoint import CheckpointError, save_checkpoint
 from runtime.config import ConfigError, compose
 from sample import SampleConfig, SampleError, sample
@@ -248,6 +249,16 @@ def test_stderr_names_the_checkpoint_first_and_a_printed_fresh_seed_repeats_the_
     others = {run(ckpt, *args)[0][0] for _ in range(3)}
     assert len(others | {first[0]}) > 1  # fresh seeds: not the same text every run
 
+
+def test_dtype_bf16_on_a_cpu_without_native_bf16_warns_once_and_still_samples(ckpt, monkeypatch):
+    monkeypatch.setattr(devices, "cpu_features", lambda: set())  # an AVX2 laptop: bf16 only emulated
+    texts, _, err = run(ckpt, "prompt=ROMEO:", "max_new_tokens=8", "dtype=bf16", "seed=1")
+    assert [line for line in err.splitlines() if "no native bf16" in line] == [
+        f"warning: dtype=bf16 on {devices.cpu_name()}: this CPU has no native bf16, so torch emulates it and bf16 "
+        "products run slower than fp32 here (docs/results.md); dtype=auto (fp32 on a CPU) is faster"]
+    assert texts[0].startswith("ROMEO:") and len(texts[0]) > len("ROMEO:")
+    _, _, fp32_err = run(ckpt, "prompt=ROMEO:", "max_new_tokens=8", "seed=1")
+    assert "no native bf16" not in fp32_err
 
 @pytest.mark.slow
 def test_compile_true_prints_the_same_text_and_its_compile_time_on_a_line_of_its_own(ckpt):

@@ -118,7 +118,7 @@ def test_a_stopped_run_says_so_and_exits_130(tmp_path, data_root):
     last = out.strip().splitlines()[-1]
     best = min(json.loads(line)["val_loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
                if '"eval"' in line)
-    assert last.startswith("stopped at step ") and f"by SIGINT (best val loss {best:.4f})" in last, last
+    assert last.startswith("stopped at step ") and f"by SIGINT (best val loss {best:.4f}, " in last, last
 
 
 def test_a_failed_run_stops_the_sweep_with_one_line_naming_its_log(tmp_path):

@@ -36,8 +36,9 @@ def prepare_data(cfg: DataConfig, procs: Processes, trained_on: Optional[dict] =
                          "its own data.name for new runs; this run cannot continue on other data")
     if not has_source(cfg):  # found by data.name alone: its config says the tokenizer it was made with
         kind, source = meta.get("tokenizer"), meta.get("tokenizer_source")
-        made_with = kind if kind in ("char", "gpt2") else f"hf:{source}" if kind == "hf" and source else None
-        cfg = replace(cfg, tokenizer=made_with or cfg.tokenizer)
+        made_with = kind if kind in ("char", "gpt2", "bpe") else f"hf:{source}" if kind == "hf" and source else None
+        cfg = replace(cfg, tokenizer=made_with or cfg.tokenizer,
+                      vocab_size=meta.get("vocab_size") if made_with == "bpe" else None)
     return cfg, data_dir, meta
 
 

@@ -10,7 +10,7 @@ from typing import Any, Optional
 import torch
 
 from model.gpt import GPT
-from runtime.devices import peak_flops
+from runtime.devices import emulated_bf16_warning, peak_flops
 from runtime.runlog import RunLog, duration
 from runtime.threads import Threads
 from training.state import TrainState
@@ -125,12 +125,17 @@ class Monitor:
         loss so far (the last evaluation may lie steps behind)."""
         if stopped_by:
             best = self.state.best_val_loss
-            best_text = f"{best:.4f}" if best < float("inf") else "n/a: no evaluation yet"
+            best_text = f"{best:.4f}{self.in_bpb(best)}" if best < float("inf") else "n/a: no evaluation yet"
             self.log.info("stopped at step %d by %s (best val loss %s), %s", self.state.step, stopped_by, best_text,
                           duration(self.state.elapsed()))
         else:
             self.log.info("done: step %d, val loss %s, %s", self.state.step,
-                          f"{val_loss:.4f}" if val_loss is not None else "n/a", duration(self.state.elapsed()))
+                          f"{val_loss:.4f}{self.in_bpb(val_loss)}" if val_loss is not None else "n/a",
+                          duration(self.state.elapsed()))
+
+    def in_bpb(self, val_loss: float) -> str:
+        bpb = self.validator.bpb(val_loss)
+        return f", {bpb:.3f} bits per byte" if bpb is not None else ""
 
     def announce(self, out_dir: Optional[Path], resumed_from: Optional[Path], dtype: torch.dtype) -> None:
         """What this run is: its folder, model, data, device and batch."""
@@ -144,6 +149,8 @@ class Monitor:
                  self.state.device, str(dtype).removeprefix("torch."), ", compiled" if cfg.compile else "",
                  procs.world_size, cfg.batch_size, m.block_size,
                  "1 micro-batch" if self.accum_steps == 1 else f"{self.accum_steps} micro-batches", micro)
+        if (slow := emulated_bf16_warning(dtype, self.state.device)) is not None:
+            log.warning("%s", slow)
         if resumed_from is not None:
             log.info("resumed from %s at step %d", resumed_from, self.state.step)
         elif cfg.init_from:

@@ -10,8 +10,8 @@ varying fastest. Every combination is composed and checked before the first run 
 one line, and nothing is created. Each run is `python train.py` with its overrides, in its own folder
 SWEEP/0, SWEEP/1, ... of one sweep folder (default outputs/sweeps/DATE/TIME, or sweep_dir=); SWEEP/
 sweep.json lists each run's overrides and whether it finished. At the end the sweep prints a table
-(overrides, steps, best val loss, time), writes it to SWEEP/sweep.md and draws SWEEP/sweep.png with
-plot.py.
+(overrides, steps, best val loss and its bits per byte, time), writes it to SWEEP/sweep.md and draws
+SWEEP/sweep.png with plot.py.
 
 jobs=N runs N at a time on this machine, each with its share of the CPU cores (threads=, unless given)
 and, where there are several GPUs, its own GPU (CUDA_VISIBLE_DEVICES). A failed run, Ctrl-C or SIGTERM
@@ -229,15 +229,18 @@ def gpu_count() -> int:
 
 def report(folder: Path, state: dict) -> None:
     """The table of the runs (printed, and SWEEP/sweep.md) and SWEEP/sweep.png, by plot.py."""
-    rows = ["| run | overrides | status | steps | best val loss | time |", "| --- | --- | --- | --- | --- | --- |"]
+    rows = ["| run | overrides | status | steps | best val loss | best val bpb | time |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
     drawn = []
     for run in state["runs"]:
         entries = read_metrics(folder / run["dir"]) if (folder / run["dir"] / "metrics.jsonl").is_file() else []
-        vals = [e["val_loss"] for e in entries if e["kind"] == "eval"]
+        evals = [e for e in entries if e["kind"] == "eval"]
         steps = max((e["step"] for e in entries), default=0)
         seconds = max((e.get("elapsed_s") or 0 for e in entries), default=0)
-        best = f"{min(vals):.4f}" if vals else "n/a"
-        rows.append(f"| {run['dir']} | {varying(state, run)} | {run['status']} | {steps} | {best} | "
+        best = min(evals, key=lambda e: e["val_loss"], default=None)  # its bpb: the same evaluation's
+        loss = f"{best['val_loss']:.4f}" if best else "n/a"
+        bpb = f"{best['val_bpb']:.3f}" if best and best.get("val_bpb") is not None else "n/a"
+        rows.append(f"| {run['dir']} | {varying(state, run)} | {run['status']} | {steps} | {loss} | {bpb} | "
                     f"{duration(seconds)} |")
         if entries:
             drawn.append(run)

@@ -1,5 +1,11 @@
-"""Evaluation: the mean loss on fixed batches of both splits, when it is due, what it logs, the best
-val loss and patience, and loss.png."""
+"""Evaluation: the mean loss on fixed batches of both splits and its bits per byte, when it is due, what it
+logs, the best val loss and patience, and loss.png.
+
+Bits per byte compare runs whatever their tokenizers. A loss of L nats per token, over batches whose
+target tokens stand for B bytes of UTF-8 text in N tokens, is a code of L N / ln 2 bits for those B
+bytes: bpb = L N / (B ln 2). A character model's text of one byte per character has bpb = L / ln 2; a
+BPE of 2.26 bytes per token and the same bpb has a loss 2.26 times as high. <|endoftext|> stands for
+no bytes, but what it costs to predict counts: it is part of the text's code."""
 
 import math
 import os
@@ -9,6 +15,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from data.tokenizers import tokenizer_from_meta
 from model.gpt import GPT
 from runtime.files import writing
 from runtime.plots import plot_losses, read_metrics
@@ -17,6 +24,17 @@ from training.guard import diverged
 from training.state import TrainState
 
 PICTURE_BYTES = 100_000  # about the size of a first loss.png (1200 x 450 pixels); later ones replace it
+
+
+def tokens_per_byte(batches: list, lengths) -> Optional[float]:
+    """Target tokens per UTF-8 byte of text they stand for, over batches; None if they stand for none."""
+    tokens = sum(y.numel() for _, y in batches)
+    n_bytes = sum(int(lengths[y.cpu().numpy()].sum()) for _, y in batches)
+    return tokens / n_bytes if n_bytes else None
+
+
+def bpb_text(bpb: Optional[float]) -> str:
+    return f"{bpb:.3f}" if bpb is not None else "n/a"
 
 
 @torch.no_grad()
@@ -46,6 +64,8 @@ class Validator:
         self.cfg, self.model, self.eval_sets, self.precision = cfg, model, eval_sets, precision
         self.state, self.log, self.out_dir, self.end_step = state, log, out_dir, end_step
         self.last_seconds: Optional[float] = None  # how long the last evaluation took
+        lengths = tokenizer_from_meta(state.meta).byte_lengths()  # (vocab,) each token's UTF-8 bytes
+        self.tokens_per_byte = {split: tokens_per_byte(batches, lengths) for split, batches in eval_sets.items()}
 
     def should_validate(self, step: int) -> bool:
         return step % self.cfg.eval_interval == 0 or step == self.cfg.max_steps  # the same steps when resumed
@@ -71,12 +91,19 @@ class Validator:
         best = val_loss < state.best_val_loss
         state.evals_since_best = 0 if best else state.evals_since_best + 1
         state.best_val_loss = min(state.best_val_loss, val_loss)
+        train_bpb, val_bpb = self.bpb(train_loss, "train"), self.bpb(val_loss)
         self.log.record({"kind": "eval", "step": state.step, "train_loss": train_loss, "val_loss": val_loss,
-                         "elapsed_s": state.elapsed()})
-        self.log.info("eval at step %d: train loss %.4f, val loss %.4f (best %.4f)", state.step, train_loss, val_loss,
-                      state.best_val_loss)
+                         "train_bpb": train_bpb, "val_bpb": val_bpb, "elapsed_s": state.elapsed()})
+        self.log.info("eval at step %d: train loss %.4f, val loss %.4f (best %.4f); bits per byte: train %s, val %s "
+                      "(best %s)", state.step, train_loss, val_loss, state.best_val_loss, bpb_text(train_bpb),
+                      bpb_text(val_bpb), bpb_text(self.bpb(state.best_val_loss)))
         self.last_seconds = time.perf_counter() - started
         return val_loss, best
+
+    def bpb(self, loss: float, split: str = "val") -> Optional[float]:
+        """loss (nats per token of split's fixed batches) in bits per byte of their text; None without bytes."""
+        ratio = self.tokens_per_byte[split]
+        return loss * ratio / math.log(2) if ratio is not None and math.isfinite(loss) else None
 
     def out_of_patience(self) -> bool:
         """With patience=N: whether the last N evaluations all failed to improve the val loss (then say so).
