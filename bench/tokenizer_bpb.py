@@ -77,7 +77,7 @@ def main() -> None:
         for tokenizer, runs in results.items():
             mean = sum(r["val_bpb"] for r in runs) / len(runs)
             each = lambda key, form: ", ".join(form.format(r[key]) for r in runs)  # noqa: E731
-            print(f"| {tokenizer} | {runs[0]['bytes_per_token']:.2f} | {each('val_loss', '{:.4f}')} | "
+            print(f"| {tokenizer} | {runs[0]['bytes_per_token']:.3f} | {each('val_loss', '{:.4f}')} | "
                   f"{each('val_bpb', '{:.4f}')} | **{mean:.4f}** | {each('seconds', '{:.0f} s')} |")
 
 

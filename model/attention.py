@@ -160,12 +160,17 @@ def causal_mask(T: int, S: int, device: torch.device | None = None,
 # ----------------------------------------------------------------------------------------------
 
 
+def attention_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Step (5) before the mask: q k^T / sqrt(D), (B, H, T, S): how well each query matches each key."""
+    return q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (5) (B, H, T, S)
+
+
 def attention_weights(q: torch.Tensor, k: torch.Tensor, causal: bool = True,
                       q_pos: torch.Tensor | None = None) -> torch.Tensor:
     """Steps (5)-(6): A = softmax(q k^T / sqrt(D) + M), (B, H, T, S). q (B, H, T, D), k (B, H, S, D);
     q_pos as for `causal_mask`."""
-    T, S, D = q.size(-2), k.size(-2), q.size(-1)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(D)  # (5) (B, H, T, S)
+    T, S = q.size(-2), k.size(-2)
+    scores = attention_scores(q, k)  # (5) (B, H, T, S)
     if causal:
         scores = scores.masked_fill(~causal_mask(T, S, q.device, q_pos), float("-inf"))  # (5) + M
     return torch.softmax(scores.float(), dim=-1).type_as(q)  # (6) (B, H, T, S), softmax in fp32
@@ -338,6 +343,13 @@ class CausalSelfAttention(nn.Module):
         """
         q, k, _ = self.project(x, cos, sin)  # (1)-(2)
         return attention_weights(q, repeat_kv(k, self.n_head), self.causal)  # (4)-(6) (B, H, T, T)
+
+    def steps(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What each step makes for x (B, T, C) with no cache, to look at (look.py's page): the scores of
+        (5) before the mask and the weights of (6), (B, H, T, T); the values each query head reads, (B, H, T, D)."""
+        q, k, v = self.project(x, cos, sin)  # (1)-(2)
+        k, v = repeat_kv(k, self.n_head), repeat_kv(v, self.n_head)  # (4)
+        return {"scores": attention_scores(q, k), "weights": attention_weights(q, k, self.causal), "values": v}
 
     def new_cache(self, batch_size: int, max_len: int, device=None, dtype=torch.float32) -> KVCache:
         return KVCache(batch_size, self.n_kv_head, max_len, self.head_dim, device, dtype)

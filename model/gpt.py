@@ -250,6 +250,17 @@ class GPT(nn.Module):
             x = block(x, cos, sin)  # (B, T, C)
         return torch.stack(maps)  # (n_layer, B, H, T, T)
 
+    def attention_steps(self, idx: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Each layer's `CausalSelfAttention.steps` for idx (B, T), no cache: scores, weights, values."""
+        B, T = idx.shape
+        cos, sin = rope_tables(torch.arange(T, device=idx.device), self.config.head_dim, self.config.rope_base,
+                               self.config.rope_scaling)
+        x, layers = self.tok_emb(idx), []  # (B, T, C)
+        for block in self.blocks:
+            layers.append(block.attn.steps(block.attn_norm(x), cos, sin))
+            x = block(x, cos, sin)  # (B, T, C)
+        return layers
+
     def new_kv_caches(self, batch_size: int, max_len: Optional[int] = None,
                       dtype: Optional[torch.dtype] = None) -> list[KVCache]:
         """One empty KV cache per layer, on the model's device.

@@ -1,6 +1,7 @@
 """Every benchmark is a module that imports cleanly and answers --help (they run for minutes, so CI does not run them)."""
 
 import importlib
+import math
 import pkgutil
 import re
 
@@ -23,11 +24,28 @@ def test_every_bench_module_imports_and_has_a_main(name):
     assert callable(module.main) and module.__doc__
 
 
+HELP = """
+import contextlib, io, runpy, sys
+for name in sys.argv[1:]:
+    sys.argv, out, code = [f"bench/{name}.py", "--help"], io.StringIO(), "no exit"
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_module(f"bench.{name}", run_name="__main__", alter_sys=True)  # what python -m does
+    except SystemExit as e:
+        code = e.code
+    print(name, code, out.getvalue().startswith("usage:"))
+"""
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", MODULES)
-def test_python_dash_m_bench_name_dash_dash_help_works(name):
-    r = run_command("-m", f"bench.{name}", "--help", timeout=120)
-    assert r.returncode == 0 and r.stdout.startswith("usage:"), r.stderr[-2000:]
+def test_python_dash_m_bench_name_dash_dash_help_works():
+    """Each module run as `python -m bench.NAME --help` runs it (runpy, as -m does): usage, exit 0. One process
+    for all of them (each would import torch again), and one real `python -m` besides."""
+    r = run_command("-c", HELP, *MODULES, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.splitlines() == [f"{name} 0 True" for name in MODULES]
+    real = run_command("-m", "bench.recipe_ab", "--help", timeout=120)
+    assert real.returncode == 0 and real.stdout.startswith("usage:"), real.stderr[-2000:]
 
 
 def test_bench_shapes_come_from_the_configs():
@@ -55,3 +73,26 @@ def test_gpu_check_runs_its_four_checks_end_to_end_on_the_cpu(data_root):
     assert len(decodes) == 4 and all(re.search(r"\| [\d,]+( \(.*\))? \|$", line) for line in decodes), decodes
     assert sum("SDPA backend" in line and "unknown" not in line for line in table) == 4
     assert "(within 0.05)" in r.stdout
+
+
+@pytest.mark.slow
+def test_tokenizer_bpb_trains_each_tokenizer_and_tables_their_bits_per_byte(tmp_path, tinyshakespeare):
+    text = tmp_path / "small.txt"
+    text.write_text(tinyshakespeare.read_text(encoding="utf-8")[:200_000], encoding="utf-8")
+    r = run_command("-m", "bench.tokenizer_bpb", "--base", "model=tiny", "max_steps=4", "eval_interval=4",
+                    "eval_batches=2", "batch_size=4", "compile=false", "suggest_cpu_recipe=false", "plot=false",
+                    "--tokenizers", "char", "bpe300", "--seeds", "1", "--text", str(text), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in r.stdout.splitlines()
+            if line.startswith(("| char", "| bpe300"))}
+    assert set(rows) == {"char", "bpe300"}
+    assert float(rows["char"][1]) == pytest.approx(1.0, abs=0.01)  # ASCII: a byte per character
+    assert float(rows["bpe300"][1]) > 1.05  # 43 merges already join frequent pairs
+    for row in rows.values():  # bpb = nats per token x tokens per byte / ln 2
+        loss, bpb = float(row[2]), float(row[3])
+        assert bpb == pytest.approx(loss / float(row[1]) / math.log(2), rel=1e-3)  # bytes/token to 3 decimals
+
+
+def test_no_bench_module_is_missing_from_the_layout_page():
+    layout = (REPO / "docs" / "layout.md").read_text()
+    assert [m for m in MODULES if f"`{m}`" not in layout] == []

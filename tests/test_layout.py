@@ -25,7 +25,7 @@ def project_imports(package: str) -> set[str]:
 
 
 def test_the_root_holds_only_commands():
-    assert sorted(p.name for p in REPO.glob("*.py")) == ["export.py", "plot.py", "sample.py", "train.py"]
+    assert sorted(p.name for p in REPO.glob("*.py")) == ["export.py", "look.py", "plot.py", "sample.py", "train.py"]
 
 
 def test_configs_holds_yaml_only():
