@@ -38,7 +38,7 @@ from runtime.runlog import NullRunLog, RunLog, duration
 from runtime.threads import Threads
 from training import TrainError, corpus, pretrained, resume, run_folder
 from training.checkpointer import Checkpointer
-from training.guard import Guard
+from training.guard import Guard, out_of_memory
 from training.monitor import Monitor
 from training.state import TrainState
 from training.sweep import run_sweep
@@ -142,6 +142,9 @@ def train(cfg: TrainConfig, overrides: Sequence[str] = ()) -> dict:
         compile_now(run)
         with run.guard:  # Ctrl-C or SIGTERM: finish the step, save, stop
             summary = loop(run)
+    except torch.OutOfMemoryError as e:  # one line that says what to lower, not a traceback
+        run.close(failure="out of memory")
+        raise out_of_memory(run.cfg, run.state, e, run.validator.out_dir) from None
     except BaseException as e:
         run.close(failure=str(e) or type(e).__name__)  # train.log says why the run stopped
         raise
@@ -349,8 +352,8 @@ def build_run(cfg: TrainConfig, overrides: Sequence[str], saved: Optional[dict],
     torch.manual_seed(cfg.seed + procs.rank)  # dropout differs between processes
     block_size = raw_model.config.block_size
     sampler = BatchSampler(data_dir, "train", block_size, micro, cfg.seed + procs.rank, device, meta)
-    eval_sets = {split: fixed_batches(data_dir, split, block_size, micro, cfg.eval_batches)
-                 for split in ("train", "val")}
+    eval_sets = {split: fixed_batches(data_dir, split, block_size, micro, cfg.eval_batches, device=device)
+                 for split in ("train", "val")}  # on the device once: no copy of them at each evaluation
     state = TrainState(cfg, raw_model, optimizer, scaler, sampler, procs, device, meta, started)
     if saved is not None:
         state.load_state_dict(saved)
@@ -393,12 +396,15 @@ def build_model(cfg: TrainConfig, meta: dict, device: torch.device, pretrained_w
 
 
 def wrap(model: GPT, cfg: TrainConfig, device: torch.device, procs: processes.Processes) -> torch.nn.Module:
-    """What the loop calls: the model sharded in place (fsdp=true) or in DDP under torchrun, then compiled
-    (DDP inside, as torch recommends, so the compiler splits the graph where DDP communicates)."""
-    if procs.world_size > 1 and cfg.fsdp:
-        parallel.shard(model)  # model's parameters are now this process's shards: build the optimizer after this
+    """What the loop calls: the model sharded in place, each block compiled before (fsdp=true), or in DDP
+    under torchrun, then compiled (DDP inside, as torch recommends: the compiler splits the graph where DDP
+    communicates)."""
+    if procs.world_size > 1 and cfg.fsdp:  # model's parameters become this process's shards: the optimizer comes after
+        bf16 = device.type == "cuda" and devices.resolve_dtype(cfg.dtype, device) == torch.bfloat16
+        return parallel.shard(model, compile_blocks=cfg.compile, param_dtype=torch.bfloat16 if bf16 else None)
     if procs.world_size > 1 and not cfg.fsdp:
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                    gradient_as_bucket_view=True)  # gradients live in DDP's buckets: no copy in and out
     return torch.compile(model) if cfg.compile else model
 
 
@@ -412,16 +418,17 @@ def compile_now(run: Run) -> None:
         return
     started, error, device = time.perf_counter(), None, run.state.device
     x, y = run.validator.eval_sets["train"][0]
+    batch = run.state.sampler.on_device(torch.cat([x, y[:, -1:]], dim=1).cpu())  # the loop's strides: one graph
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            forward_backward(run.model, [(x.to(device), y.to(device))], run.precision, run.state.scaler)
+            forward_backward(run.model, [batch], run.precision, run.state.scaler)
     except torch._dynamo.exc.TorchDynamoException as e:
         error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
     finally:
         run.state.optimizer.zero_grad(set_to_none=True)
     errors = [e for e in run.state.procs.gather(error) if e is not None]  # every process decides alike
     if errors:
-        run.model = run.model._orig_mod  # the DDP (or plain) model, uncompiled
+        run.model = parallel.uncompiled(run.model)  # the DDP, FSDP or plain model, eager
         torch._dynamo.reset()
         run.log.warning("torch.compile failed (%s): training eagerly; compile=false skips the attempt", errors[0])
     else:

@@ -56,7 +56,11 @@ class BatchSampler:
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         starts = torch.randint(int(self.first_start[-1]), (self.batch_size,), generator=self.generator)  # int64
-        windows = torch.from_numpy(self.windows(starts.numpy()))  # (B, T+1)
+        return self.on_device(torch.from_numpy(self.windows(starts.numpy())))  # (B, T+1)
+
+    def on_device(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Windows (B, T+1) as training gets them: on the device, then x (B, T) and y (B, T) as views of one
+        tensor (strides (T+1, 1)). torch.compile guards on strides, so whatever warms it up is made here too."""
         if self.device.type == "cuda":  # pinned memory lets the copy run while the GPU computes
             windows = windows.pin_memory().to(self.device, non_blocking=True)
         elif self.device.type != "cpu":

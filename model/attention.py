@@ -207,7 +207,14 @@ def attention(
         if not causal:
             return F.scaled_dot_product_attention(q, k, v, **kw)  # (4)-(7), no mask
         if q_pos is not None:  # a static cache: the mask comes from the positions
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, S, q.device, q_pos), **kw)
+            mask = causal_mask(T, S, q.device, q_pos)  # (T, S)
+            if kw["enable_gqa"]:  # fold each group's G query heads into the query length: (B, Hkv, G*T, D)
+                B, H, _, D = q.shape  # is plain multi-head attention on the K/V heads, no K/V copied, and
+                G = H // k.size(1)  # the memory-efficient kernel (which refuses enable_gqa) takes it
+                y = F.scaled_dot_product_attention(q.reshape(B, k.size(1), G * T, D), k, v,
+                                                   attn_mask=mask.repeat(G, 1), dropout_p=dropout_p)
+                return y.reshape(B, H, T, D)  # (4)-(7)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **kw)  # (4)-(7)
         if T == S:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, **kw)  # (4)-(7)
         if T == 1:  # one new token, the last position: it may see every key, so the mask is all True

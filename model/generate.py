@@ -72,34 +72,41 @@ class CompiledDecode:
     (mode="reduce-overhead": a small model's ~60 kernel launches per token become one graph replay).
 
     `prepare(caches)` compiles it for those caches (their tensors marked static: written in place, never
-    reallocated) with one call that writes at the last slot, which every real step overwrites before the
-    mask lets a query see it. It records the error that stopped it, if any: then the step runs eagerly,
-    with the same static caches.
+    reallocated) with two calls that write at the last slot, which every real step overwrites before the
+    mask lets a query see it: the first compiles, the second records the CUDA graph (CUDA graph trees
+    record on a function's second call), so neither is in the decode that is timed. It records the error
+    that stopped it, if any: then the step runs eagerly, with the same static caches. The position is one
+    device tensor written in place at each token (`fill_`: no host-to-device copy, nothing to wait for).
     """
 
     def __init__(self, model: GPT):
         self.model, self.step = model, decode_one_token
         self.error: Optional[str] = None
+        self.pos: Optional[torch.Tensor] = None  # (1,) the position being decoded, on the device
 
     def prepare(self, caches: list[KVCache]) -> None:
         device = caches[0].k.device
-        for cache in caches:
-            torch._dynamo.mark_static_address(cache.k)
-            torch._dynamo.mark_static_address(cache.v)
+        self.pos = torch.full((1,), caches[0].max_len - 1, dtype=torch.long, device=device)
+        for tensor in [self.pos] + [t for cache in caches for t in (cache.k, cache.v)]:
+            torch._dynamo.mark_static_address(tensor)
         step = torch.compile(decode_one_token, mode="reduce-overhead" if device.type == "cuda" else None,
                              fullgraph=True)
         token = torch.zeros(caches[0].k.size(0), 1, dtype=torch.long, device=device)  # (B, 1)
         try:
-            step(self.model, token, caches, torch.tensor([caches[0].max_len - 1], device=device))
+            for _ in range(2):  # compile, then (CUDA) record the graph
+                step(self.model, token, caches, self.pos)
             self.step = step
-        except Exception as e:  # a missing C++ compiler, an unsupported GPU, an op inductor cannot lower
+        except Exception as e:  # no C++ compiler, an unsupported GPU, an op inductor cannot lower, a failed recording
             torch._dynamo.reset()
             self.error = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
 
     def __call__(self, token: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
         """decode_one_token at the caches' length, which then grows by one."""
         length = caches[0].length
-        logits = self.step(self.model, token, caches, torch.tensor([length], device=token.device))
+        if self.pos is None:  # not prepared: an eager step still needs its position on the device
+            self.pos = torch.zeros(1, dtype=torch.long, device=token.device)
+        self.pos.fill_(length)
+        logits = self.step(self.model, token, caches, self.pos)
         for cache in caches:
             cache.length = length + 1
         return logits.clone()  # CUDA graphs reuse their output's memory at the next replay

@@ -56,16 +56,18 @@ def set_deterministic(enabled: bool) -> bool:
 
 @dataclass
 class TorchSettings:
-    """torch's process-wide settings a command changes (deterministic kernels, CPU threads), to put back
-    when it ends: a test or a notebook that runs it goes on as before."""
+    """torch's process-wide settings a command changes (deterministic kernels, CPU threads, TF32 on CUDA), to
+    put back when it ends: a test, a notebook or a benchmark that runs it goes on as before."""
 
     deterministic: bool
     threads: int
+    tf32: tuple[bool, bool] = (False, False)  # CUDA's TF32 for matmuls, for cuDNN
 
     @classmethod
     def apply(cls, deterministic: bool, threads: Optional[int]) -> "TorchSettings":
         """Set them (threads None: leave torch's, for runtime.threads to choose); return the settings before."""
-        before = cls(set_deterministic(deterministic), torch.get_num_threads())
+        tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        before = cls(set_deterministic(deterministic), torch.get_num_threads(), tf32)
         if threads:
             torch.set_num_threads(threads)
         return before
@@ -73,6 +75,7 @@ class TorchSettings:
     def restore(self) -> None:
         set_deterministic(self.deterministic)
         torch.set_num_threads(self.threads)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.tf32
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -22,18 +22,36 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 WHOLE = StateDictOptions(full_state_dict=True, cpu_offload=True)  # gathered, on the CPU
 
 
-def shard(model: nn.Module) -> nn.Module:
-    """FSDP2: each block is one unit of parameters gathered together, then the rest (embedding, head, norm)."""
+def shard(model: nn.Module, compile_blocks: bool = False, param_dtype: torch.dtype | None = None) -> nn.Module:
+    """FSDP2: each block is one unit of parameters gathered together, then the rest (embedding, head, norm).
+
+    compile_blocks: each block compiled before it is sharded, in place (torchtitan's order): FSDP's hooks,
+    which the compiler does not trace, stay between the compiled blocks instead of breaking one graph of
+    the whole model. param_dtype: the dtype parameters are gathered and computed in (bf16 on a GPU: half
+    the all-gather's bytes); gradients are still averaged in fp32."""
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) if param_dtype else None
+    kw = {"mp_policy": policy} if policy else {}
     for block in model.blocks:
-        fully_shard(block)
-    fully_shard(model)
+        if compile_blocks:
+            block.compile()
+        fully_shard(block, **kw)
+    fully_shard(model, **kw)
+    return model
+
+
+def uncompiled(model: nn.Module) -> nn.Module:
+    """model without torch.compile: its compiled wrapper's module, and every block compiled in place made eager."""
+    model = getattr(model, "_orig_mod", model)
+    for module in model.modules():
+        if getattr(module, "_compiled_call_impl", None) is not None:
+            module._compiled_call_impl = None
     return model
 
 

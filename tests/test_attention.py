@@ -337,3 +337,20 @@ def test_attention_dropout_zeroes_weights_at_rate_p_and_scales_the_rest(impl):
     assert abs(zeroed - 0.5) < 0.03, zeroed  # 8320 weights: a binomial's sd is 0.005
     kept = dropped[allowed] != 0
     torch.testing.assert_close(dropped[allowed][kept], 2 * full[allowed][kept], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_kv_head", [1, 2, 4])
+def test_gqa_decode_on_a_static_cache_folds_query_heads_and_equals_repeated_kv(n_kv_head):
+    """The static-cache path of attention (q_pos given, as the compiled decode step calls it) with grouped
+    K/V heads: each group's query heads folded into the query length, one plain multi-head SDPA call.
+    Equal to repeating K/V to every head (the explicit path) within 1e-5."""
+    torch.manual_seed(0)
+    B, H, S, D = 2, 4, 12, 8
+    for T, first in [(1, 7), (3, 4)]:  # one token at position 7; three at 4, 5, 6
+        q = torch.randn(B, H, T, D)
+        k, v = torch.randn(B, n_kv_head, S, D), torch.randn(B, n_kv_head, S, D)
+        pos = torch.arange(first, first + T)
+        folded = attention(q, k, v, impl="sdpa", q_pos=pos)
+        explicit = attention(q, k, v, impl="explicit", q_pos=pos)
+        assert folded.shape == (B, H, T, D)
+        assert torch.allclose(folded, explicit, atol=1e-5)

@@ -36,6 +36,23 @@ def test_compiled_training_equals_eager_within_tolerance(data_root, tmp_path):
     assert "compiled, 1 process(es)" in log and "compiled in " in log
 
 
+def test_the_warm_up_compiles_the_graph_the_loop_uses_even_when_eval_batches_are_device_copies(
+        data_root, tmp_path, monkeypatch):
+    """On a GPU, moving an evaluation batch to the device makes it contiguous, while the loop's batches are
+    views (strides (T+1, 1)) of one device tensor: a warm-up on the first would compile a graph the loop
+    cannot use (dynamo guards on strides), and step 1 would compile again. Here the evaluation batches are
+    made contiguous, as such a copy is; the warm-up still gives the one graph that every step reuses."""
+    real = train_module.fixed_batches
+    monkeypatch.setattr(train_module, "fixed_batches", lambda *a, **k: [(x.contiguous(), y.contiguous())
+                                                                        for x, y in real(*a, **k)])
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    train(compose_config([*COMPILED, f"data.root={data_root}", "max_steps=3", "eval_interval=3",
+                          f"out_dir={tmp_path / 'run'}"]))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    assert not torch._dynamo.utils.counters["recompiles"]
+
+
 def test_a_compiled_run_resumes_bitwise_and_its_checkpoints_have_plain_names(data_root, tmp_path):
     """With deterministic=true. Without it, inductor's CPU kernel for the embedding's backward adds its
     rows in whatever order the threads finish: two runs of the same seed differ by about 1e-11."""

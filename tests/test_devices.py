@@ -39,3 +39,15 @@ def test_bf16_on_a_cpu_that_emulates_it_gets_one_warning_naming_the_faster_dtype
     else:
         assert "no native bf16" in line and "dtype=auto" in line and "\n" not in line
     assert devices.emulated_bf16_warning(torch.float32, cpu) is None  # fp32 is never warned about
+
+
+def test_the_tf32_flags_a_cuda_run_turns_on_are_put_back_when_it_ends():
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
+        saved = devices.TorchSettings.apply(deterministic=False, threads=None)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as build_run does on CUDA
+        saved.restore()
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, True)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

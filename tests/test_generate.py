@@ -255,3 +255,34 @@ def test_a_decode_step_that_cannot_compile_runs_eagerly_with_the_reason(monkeypa
     tokens = complete(model, prompt, 12, temperature=0, compiled=compiled)
     assert compiled.error == "RuntimeError: no C++ compiler here" and compiled.step is decode_one_token
     assert torch.equal(tokens, complete(model, prompt, 12, temperature=0))
+
+
+def test_a_prepared_decode_step_is_called_twice_before_decoding_and_makes_no_tensor_per_token(monkeypatch):
+    """CompiledDecode.prepare calls the step twice (compile; on CUDA, record the graph), then each token
+    writes the position into one device tensor: no torch.tensor per token (on CUDA, a host-to-device copy)."""
+    calls = []
+
+    def counting_compile(fn, **kwargs):
+        def step(*args):
+            calls.append(args[3])  # the position tensor it is given
+            return fn(*args)
+        return step
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    model, prompt = tiny().eval(), torch.randint(0, 65, (1, 4))
+    compiled = CompiledDecode(model)
+    made = {"n": 0}
+    real_tensor = torch.tensor
+
+    def counted(*args, **kwargs):
+        made["n"] += 1
+        return real_tensor(*args, **kwargs)
+
+    tokens = None
+    with monkeypatch.context() as m:
+        m.setattr(torch, "tensor", counted)
+        tokens = complete(model, prompt, 12, temperature=0, compiled=compiled)
+    assert compiled.error is None and len(calls) == 2 + 11  # two in prepare, then one per token after the first
+    assert all(pos is compiled.pos for pos in calls)  # one tensor, written in place
+    assert made["n"] == 0
+    assert torch.equal(tokens, complete(model, prompt, 12, temperature=0))

@@ -20,6 +20,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import train as train_module
+from data.tokenizers import CharTokenizer
 from training import monitor, run_folder, validator
 from training.resume import resumed_config
 from model.gpt import GPT, GPTConfig
@@ -338,6 +339,30 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_root, 
                                  "optim.warmup_steps, then resume from it or start again")
 
 
+def test_out_of_memory_is_one_line_naming_what_to_lower_and_the_last_checkpoint_stays(data_root, tmp_path,
+                                                                                      monkeypatch):
+    calls = {"n": 0}
+    original = GPT.forward
+
+    def too_big(self, idx, targets=None, kv_caches=None):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 6:  # the sixth training step: as CUDA raises it
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(self, idx, targets, kv_caches)
+
+    monkeypatch.setattr(GPT, "forward", too_big)
+    run = tmp_path / "run"
+    with pytest.raises(TrainError) as e:
+        train(tiny_config(data_root, "max_steps=10", f"out_dir={run}"))
+    assert str(e.value) == (
+        "out of memory on cpu at step 5 with 4 sequences of 32 tokens per forward pass (CUDA out of memory. "
+        "Tried to allocate 2.00 GiB): lower micro_batch_size=2 (the same steps in more, smaller passes), or use "
+        f"dtype=bf16; the last checkpoint, {run / 'checkpoints' / 'last.pt'}, is intact")
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4  # the evaluation's save, intact
+    assert (run / "train.log").read_text().rstrip().endswith("out of memory")
+
+
 def test_a_nan_validation_loss_stops_the_run_before_saving_the_bad_weights(data_root, tmp_path, monkeypatch):
     evals = {"n": 0}
     original = GPT.forward
@@ -517,7 +542,7 @@ def fake_monitor(step: int = 0, end: int = 100, max_steps: Optional[int] = None,
                  last_eval_s=None, log=None) -> monitor.Monitor:
     """A Monitor of a run at `step` of `end`: 2 micro-batches per step, 30 batches per evaluation split."""
     cfg = TrainConfig(max_steps=max_steps or end, eval_interval=interval, eval_batches=30)
-    state = SimpleNamespace(procs=None, device=torch.device("cpu"), step=step)
+    state = SimpleNamespace(procs=None, device=torch.device("cpu"), step=step, meta=CharTokenizer("ab").meta())
     evaluations = validator.Validator(cfg, None, {}, None, state, log, None, end_step=end)
     evaluations.last_seconds = last_eval_s
     return monitor.Monitor(cfg, None, state, evaluations, log, end_step=end, accum_steps=2)

@@ -1,4 +1,5 @@
-"""When a run must end early: a loss that became nan or inf, or a stop signal (Ctrl-C, SIGTERM)."""
+"""When a run must end early: a loss that became nan or inf, the device's memory ran out, or a stop signal
+(Ctrl-C, SIGTERM)."""
 
 from pathlib import Path
 from typing import Optional
@@ -17,6 +18,21 @@ def diverged(out_dir: Optional[Path], step: int, what: str) -> TrainError:
     kept = f"the last good checkpoint is {last}" if last and last.exists() else "no checkpoint had been written yet"
     return TrainError(f"{what} became nan or inf by step {step}; {kept}. Lower optim.lr or raise "
                       "optim.warmup_steps, then resume from it or start again")
+
+
+def out_of_memory(cfg, state: TrainState, error: BaseException, out_dir: Optional[Path]) -> TrainError:
+    """The error that ends a run out of device memory: one line that says what was asked and what to lower.
+    micro_batch_size splits each step's batch into more, smaller forward passes: the same training, less
+    memory (nothing about the run changes but its speed)."""
+    last = out_dir / "checkpoints" / "last.pt" if out_dir else None
+    kept = f"; the last checkpoint, {last}, is intact" if last and last.exists() else ""
+    micro = cfg.micro_batch_size or cfg.batch_size // state.procs.world_size
+    first = str(error).strip().splitlines()[0][:160] if str(error).strip() else "no details"
+    lower = f"micro_batch_size={max(1, micro // 2)} (the same steps in more, smaller passes)" if micro > 1 else \
+        "model.block_size or the model's size"
+    return TrainError(f"out of memory on {state.device} at step {state.step} with {micro} sequences of "
+                      f"{cfg.model.block_size} tokens per forward pass ({first}): lower {lower}, or use "
+                      f"dtype=bf16{kept}")
 
 
 class Guard:
