@@ -6,7 +6,8 @@ loop calls them the same way with or without torchrun.
 
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Callable, Optional, TypeVar
 
 import torch
@@ -18,23 +19,34 @@ from runtime.errors import UserError
 T = TypeVar("T")
 
 
+WAIT_TIMEOUT = timedelta(hours=12)  # how long `decide` waits for the deciding process (preparing a corpus)
+
+
+def collective_timeout() -> Optional[timedelta]:
+    """The process group's timeout: $ROPEGPT_COLLECTIVE_TIMEOUT_S seconds, else torch's default (NCCL's
+    watchdog: 10 minutes)."""
+    seconds = os.environ.get("ROPEGPT_COLLECTIVE_TIMEOUT_S")
+    return timedelta(seconds=float(seconds)) if seconds else None
+
+
 @dataclass
 class Processes:
     rank: int = 0  # this process among all of them
     local_rank: int = 0  # this process among those on its machine: its GPU
     world_size: int = 1
+    waits: Any = field(default=None, repr=False)  # a gloo group with a long timeout, for `decide`
 
     @property
     def is_main(self) -> bool:
         """Rank 0 alone writes files, logs and talks to wandb."""
         return self.rank == 0
 
-    def gather(self, obj: Any) -> list:
+    def gather(self, obj: Any, group: Any = None) -> list:
         """obj from every process, in rank order (a list of one without torchrun)."""
         if self.world_size == 1:
             return [obj]
         out = [None] * self.world_size
-        dist.all_gather_object(out, obj)
+        dist.all_gather_object(out, obj, group=group)
         return out
 
     def decide(self, decision: Callable[[], T], on_each_machine: bool = False) -> Optional[T]:
@@ -48,7 +60,8 @@ class Processes:
                 result = decision()
             except UserError as e:
                 error = e
-        messages = [m for m in self.gather(str(error) if error else None) if m]
+        # the others wait on `waits`: a decision may take longer than NCCL's watchdog allows (a large corpus)
+        messages = [m for m in self.gather(str(error) if error else None, group=self.waits) if m]
         if error is not None:
             raise error
         if messages:
@@ -87,7 +100,9 @@ def join_processes(device_name: str) -> tuple[Processes, torch.device]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        timeout = collective_timeout()
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", **({"timeout": timeout} if timeout else {}))
+    p.waits = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)  # every process creates it, in the same order
     return p, device
 
 

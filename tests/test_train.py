@@ -491,6 +491,23 @@ def test_torchrun_with_two_processes_finishes_and_writes_one_run_directory(data_
 
 
 @pytest.mark.slow
+def test_under_torchrun_the_others_wait_out_a_preparation_longer_than_the_collective_timeout(tinyshakespeare,
+                                                                                              tmp_path):
+    """The process group's timeout set to 1 s (NCCL's watchdog gives 10 min): one process prepares 11 MB of
+    text in GPT-2 BPE for several seconds while the other waits, on a gloo group of its own with a long
+    timeout (on the group itself it would time out: tested by hand)."""
+    big = tmp_path / "big.txt"
+    big.write_text(tinyshakespeare.read_text(encoding="utf-8") * 10, encoding="utf-8")
+    started = time.perf_counter()
+    r = subprocess.run([*torchrun(2), str(REPO / "train.py"), *TINY, "max_steps=2", "data=text", f"data.path={big}",
+                        "data.tokenizer=gpt2", "data.workers=1", f"data.root={tmp_path / 'data'}", f"out_dir={tmp_path / 'run'}"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "ROPEGPT_COLLECTIVE_TIMEOUT_S": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "prepared " in r.stdout and time.perf_counter() - started > 5  # a preparation far past 1 s
+    assert [e["step"] for e in metrics(tmp_path / "run")] == [1, 2]
+
+
+@pytest.mark.slow
 def test_under_torchrun_a_refusal_stops_every_process_with_one_line(data_root, tmp_path):
     run = tmp_path / "run"
     train(tiny_config(data_root, "max_steps=1", f"out_dir={run}"))
