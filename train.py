@@ -1,7 +1,7 @@
 """Train a GPT on a prepared dataset.
 
     python train.py                                       # the GPU recipe (nanoGPT's baby GPT)
-    python train.py experiment=shakespeare_char_cpu       # the CPU recipe, about 80 s
+    python train.py experiment=shakespeare_char_cpu       # the CPU recipe, 1.3-2.5 min on 2 cores
     python train.py resume=outputs/2026-11-22/06-00-00    # continue a run exactly
     python train.py init_from=models/SmolLM2-135M data=text data.path=my.txt data.tokenizer=hf:models/SmolLM2-135M
                                                           # fine-tune a Hugging Face Llama model on your text

@@ -392,6 +392,10 @@ def trained_bpe(train_texts: Iterator[str], cfg: DataConfig) -> BPETokenizer:
     """A byte-level BPE of cfg.vocab_size tokens trained on the train split's text (data/bpe.py), said in a line."""
     started = time.perf_counter()
     tokenizer = BPETokenizer(train_bpe(train_texts, cfg.vocab_size), source=f"trained on {source_of(cfg)}")
+    if tokenizer.vocab_size < cfg.vocab_size:  # the trainer ran out of pairs seen twice or more
+        raise DataError(f"data.vocab_size={cfg.vocab_size} is more than this text allows: its train split gives "
+                        f"{tokenizer.vocab_size} tokens (the 256 bytes, a merge for each pair seen at least twice, "
+                        f"<|endoftext|>); use data.vocab_size={tokenizer.vocab_size} or less, or more text")
     log.info("trained a %d-token BPE on the train split in %.1f s", tokenizer.vocab_size, time.perf_counter() - started)
     return tokenizer
 

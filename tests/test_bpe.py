@@ -6,6 +6,7 @@ import math
 import shutil
 
 import pytest
+import torch
 
 import plot as plot_command
 from data.config import DataConfig
@@ -124,6 +125,23 @@ def test_bits_per_byte_is_the_loss_times_tokens_per_byte_over_ln2(shakespeare_ru
         assert f"val {evals[-1]['val_bpb']:.3f} (best " in log and "bits per byte" in log.splitlines()[-1]
 
 
+def test_bits_per_byte_by_hand_on_a_tiny_text_of_many_bytes_per_character(tmp_path):
+    """A text of 2- to 4-byte characters: bpb divides by its UTF-8 bytes, not by its characters."""
+    text = "".join(f"café {i % 7} naïve 🙂 ÄÖÜ ß\n" for i in range(2000))
+    cfg, meta = own_text(tmp_path, text, tokenizer="char")
+    run = tmp_path / "run"
+    train(compose("train", TrainConfig, [*TINY, "max_steps=2", "data=text", f"data.name={cfg.name}",
+                                         f"data.root={tmp_path / 'data'}", f"out_dir={run}"]))
+    tok = CharTokenizer(meta["chars"])
+    batches = fixed_batches(tmp_path / "data" / cfg.name, "val", 32, 4, 2)
+    chars = sum(y.numel() for _, y in batches)
+    n_bytes = sum(len(tok.decode(row.tolist()).encode("utf-8")) for _, y in batches for row in y)
+    assert n_bytes > 1.2 * chars  # many characters of two bytes or more
+    last = metrics(run, "eval")[-1]
+    assert last["val_bpb"] == pytest.approx(last["val_loss"] * chars / n_bytes / math.log(2), rel=1e-9)
+    assert meta["val_bytes"] > meta["val_tokens"]
+
+
 def test_runs_of_two_tokenizers_are_plotted_in_bits_per_byte(shakespeare_runs, tmp_path):
     runs, _ = shakespeare_runs
     folders = [runs["char"], runs["bpe"]]
@@ -152,13 +170,25 @@ def test_a_bpe_run_samples_resumes_and_exports_with_its_tokenizer_and_no_argumen
     exported = run_command("export.py", f"ckpt={run}", f"out={out}")
     assert exported.returncode == 0, exported.stderr
     assert "note: llama.cpp" in exported.stdout
-    from transformers import AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     theirs = AutoTokenizer.from_pretrained(str(out))
     ours = tokenizer_from_meta(load_meta(root / "input_bpe512"))
     text = "ROMEO: But soft! " + ODD
     assert theirs(text, add_special_tokens=False)["input_ids"] == ours.encode(text)
     assert theirs.decode(ours.encode(text)) == text
+    # the model too: transformers' greedy continuation of a prompt is ropegpt's
+    import io
+
+    from sample import SampleConfig, sample
+
+    greedy = sample(compose("sample", SampleConfig, [f"ckpt={run}", "prompt=ROMEO:", "temperature=0",
+                                                     "max_new_tokens=12", "stream=false"]), io.StringIO(), io.StringIO())
+    model = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    prompt = theirs("ROMEO:")["input_ids"]
+    new = model.generate(torch.tensor([prompt]), max_new_tokens=12, min_new_tokens=12, do_sample=False,
+                         eos_token_id=None)[0].tolist()
+    assert greedy[0] == theirs.decode(new)
 
 
 def test_a_bpe_corpus_is_found_again_by_name_and_keeps_its_size(shakespeare_runs):
@@ -184,7 +214,10 @@ def test_a_corpus_prepared_before_bytes_were_counted_still_gets_bits_per_byte(tm
 @pytest.mark.parametrize("overrides,message", [
     (["data.vocab_size=512"], "data.vocab_size=512 is the size of a BPE trained on the corpus: give it with "
                               "data.tokenizer=bpe"),
-    (["data.tokenizer=bpe", "data.vocab_size=100"], "data.vocab_size=100 must be at least 257"),
+    (["data.tokenizer=bpe", "data.vocab_size=10"], "data.vocab_size=10 must be at least 257"),
+    # "some", " text", "\n": 3 + 4 merges make every word one token; 256 bytes + 7 + <|endoftext|> = 264
+    (["data.tokenizer=bpe", "data.vocab_size=5000"], "data.vocab_size=5000 is more than this text allows: its "
+                                                     "train split gives 264 tokens"),
 ])
 def test_a_bad_vocabulary_size_is_one_line_and_exit_2_before_anything_is_written(tmp_path, overrides, message):
     text = tmp_path / "book.txt"
