@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--decode-tokens", type=int, default=500)
     parser.add_argument("--device", default="cuda", help="cuda (the point), or cpu to test this script")
     parser.add_argument("--data-root", default=None, help="where the prepared data lives (data.root)")
+    parser.add_argument("--report", type=Path, default=Path("gpu_check_report.md"),
+                        help="the report to write: this Markdown table, and the same rows as JSON beside it (.json)")
     args = parser.parse_args()
     with exit_on_user_error():
         if args.device == "cuda" and not torch.cuda.is_available():
@@ -125,7 +127,9 @@ def main() -> None:
         log = (run / "train.log").read_text()
         compiled = re.search(r"compiled in (\S+)", log)
         last = entries(run, "train")[-1]
+        val = [e["val_loss"] for e in entries(run, "eval")]
         rows += [("training: steps, wall time", f"{args.steps}, {wall:.1f} s"),
+                 ("training: last and best val loss", f"{val[-1]:.4f}, {min(val):.4f}" if val else "no evaluation"),
                  ("training: compile time", compiled.group(1) if compiled else "not compiled (see train.log)"),
                  ("training: tokens/s", f"{last['tokens_per_s']:,.0f}"),
                  ("training: MFU", f"{100 * last['mfu']:.1f}%" if last.get("mfu") else "unknown device")]
@@ -161,9 +165,14 @@ def main() -> None:
                          (decode.group(1) + note) if decode else said[-200:]))
 
         name = torch.cuda.get_device_name(device) if on_gpu else "CPU"
-        print(f"\n| {name}, torch {torch.__version__} | |\n| --- | --- |")
-        for what, value in rows:
-            print(f"| {what} | {value} |")
+        table = "\n".join([f"| {name}, torch {torch.__version__} | |", "| --- | --- |"] +
+                           [f"| {what} | {value} |" for what, value in rows])
+        print("\n" + table)
+        args.report.write_text(f"# bench.gpu_check, {time.strftime('%Y-%m-%d %H:%M')}\n\n{table}\n")
+        args.report.with_suffix(".json").write_text(json.dumps(
+            {"device": name, "torch": torch.__version__, "rows": [{"what": w, "value": v} for w, v in rows]},
+            indent=2) + "\n")
+        print(f"\nwrote {args.report} and {args.report.with_suffix('.json')}: paste the table into docs/results.md")
         if worst > args.tolerance:
             raise UserError(f"the compiled bf16 losses differ from eager fp32 by {worst:.4f} > {args.tolerance}")
 

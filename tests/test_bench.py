@@ -1,6 +1,7 @@
 """Every benchmark is a module that imports cleanly and answers --help (they run for minutes, so CI does not run them)."""
 
 import importlib
+import json
 import math
 import pkgutil
 import re
@@ -63,12 +64,16 @@ def test_gpu_check_refuses_a_machine_without_cuda_with_one_line():
 
 
 @pytest.mark.slow
-def test_gpu_check_runs_its_four_checks_end_to_end_on_the_cpu(data_root):
+def test_gpu_check_runs_its_four_checks_end_to_end_on_the_cpu(data_root, tmp_path):
+    report = tmp_path / "report.md"
     r = run_command("-m", "bench.gpu_check", "--device", "cpu", "--steps", "4", "--check-steps", "3",
-                    "--decode-tokens", "10", "--data-root", str(data_root), timeout=600)
+                    "--decode-tokens", "10", "--data-root", str(data_root), "--report", str(report), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     table = [line for line in r.stdout.splitlines() if line.startswith("| ")]
-    assert len(table) == 15 and all(line.count("|") == 3 for line in table), table
+    assert len(table) == 16 and all(line.count("|") == 3 for line in table), table
+    assert [line for line in report.read_text().splitlines() if line.startswith("| ")] == table
+    rows = json.loads(report.with_suffix(".json").read_text())["rows"]
+    assert [f"| {row['what']} | {row['value']} |" for row in rows] == table[2:]
     decodes = [line for line in table if line.startswith("| decode at batch 1")]
     assert len(decodes) == 4 and all(re.search(r"\| [\d,]+( \(.*\))? \|$", line) for line in decodes), decodes
     assert sum("SDPA backend" in line and "unknown" not in line for line in table) == 4
