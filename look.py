@@ -8,7 +8,8 @@ pick a layer and a head, click a token (the query), and it shows, as model/atten
 steps: (5) each key's score q.k/sqrt(D), then the mask M (a causal model's future keys at -inf, shown
 apart from a weight that is merely small), (6) the softmax weights (they sum to 1), (7) the values they
 mix most; then the head's whole T x T pattern (hover for numbers) and every head of the layer side by
-side. `compare=` puts a second run beside the first: the `experiment=peek` run of docs/causal_mask.md,
+side. `cache=true` computes the numbers as generation does, a token at a time through the KV cache: under
+the causal mask they are the same. `compare=` puts a second run beside the first: the `experiment=peek` run of docs/causal_mask.md,
 whose heads read the very token they must predict. The numbers come from the model's own
 `attention_scores` (runtime/attention_page.py says how the page stores them).
 """
@@ -34,11 +35,12 @@ from sample import load_model
 
 @dataclass
 class LookConfig:
-    ckpt: Optional[str] = None  # a run folder (best.pt, else last.pt), a .pt file or a Hugging Face Llama folder; None: the newest run
+    ckpt: Optional[str] = None  # a run folder (its best.pt), a .pt file, a Hugging Face folder; None: the newest run
     compare: Optional[str] = None  # a second run, shown beside the first (e.g. an experiment=peek run)
-    prompt: str = field(default="ROMEO: But soft, what light", metadata=FREE_TEXT)  # its tokens are the page's queries; FILE:path
+    prompt: str = field(default="ROMEO: But soft, what light", metadata=FREE_TEXT)  # the page's tokens; FILE:path
     out: str = "attention.html"  # the page to write (a page look.py wrote there is replaced; any other file never)
     runs_dir: str = "outputs"  # where train.py's run folders are, to find the newest one
+    cache: bool = False  # the numbers as cached decoding makes them: a token at a time, each query against the cache
 
 
 class LookError(UserError):
@@ -56,7 +58,8 @@ def look(cfg: LookConfig) -> Path:
         raise LookError(f"out={cfg.out} exists and is not a page look.py wrote: choose another name (nothing was "
                         "written)")
     text = prompts.read_prompt(cfg.prompt)
-    runs = [one_run(where, text, cfg.runs_dir) for where in [cfg.ckpt] + ([cfg.compare] if cfg.compare else [])]
+    wheres = [cfg.ckpt] + ([cfg.compare] if cfg.compare else [])
+    runs = [one_run(where, text, cfg.runs_dir, cfg.cache) for where in wheres]
     fd, partial = tempfile.mkstemp(dir=out.resolve().parent, prefix=f".{out.name}.", suffix=".partial")
     os.close(fd)
     try:
@@ -71,7 +74,7 @@ def look(cfg: LookConfig) -> Path:
     return out
 
 
-def one_run(where: Optional[str], text: str, runs_dir: str) -> dict:
+def one_run(where: Optional[str], text: str, runs_dir: str, cache: bool = False) -> dict:
     """The page's numbers for one run: every layer's and head's scores (5) and value lengths, for text."""
     model, tokenizer, loaded = load_model(where, runs_dir, torch.device("cpu"))
     ids = prompts.prompt_tokens(tokenizer, text)
@@ -79,15 +82,52 @@ def one_run(where: Optional[str], text: str, runs_dir: str) -> dict:
     if len(ids) > block:
         raise LookError(f"the prompt is {len(ids)} tokens, longer than the context of {block} tokens of {loaded}: "
                         f"shorten it (nothing was written)")
-    with torch.no_grad():
-        layers = model.float().attention_steps(torch.tensor([ids]))
-    scores = np.stack([layer["scores"][0].double().numpy() for layer in layers])  # (L, H, T, T)
-    norms = np.stack([layer["values"][0].norm(dim=-1).float().numpy() for layer in layers])  # (L, H, T)
     causal = model.config.causal
+    if cache and not causal:
+        raise LookError(f"cache=true: {loaded} attends both ways (causal=false), so a KV cache would go stale "
+                        "(each output depends on later tokens); leave out cache=true (nothing was written)")
+    with torch.no_grad():
+        scores, norms = (cached_steps if cache else whole_steps)(model.float(), ids)
     kind = "causal: each token reads only its past" if causal else \
         "causal=false: every token reads every other, the one it must predict included"
+    kind += "; computed through the KV cache, one token at a time" if cache else ""
     return run_spec(escaped(where or "the newest run"), escaped(f"{loaded}; {kind}; {model.num_params():,} "
                     "parameters"), [tokenizer.decode([i]) for i in ids], scores, norms, causal)
+
+
+def whole_steps(model, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Scores (L, H, T, T) and value lengths (L, H, T) of one forward pass over the whole prompt."""
+    layers = model.attention_steps(torch.tensor([ids]))
+    return (np.stack([layer["scores"][0].double().numpy() for layer in layers]),
+            np.stack([layer["values"][0].norm(dim=-1).float().numpy() for layer in layers]))
+
+
+def cached_steps(model, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The same numbers as generation makes them: the prompt fed one token at a time through the KV
+    cache, each new query scored against the keys the cache holds (0..t). Under the causal mask they are
+    those of one pass over the whole prompt (tests/test_attention_page.py: to 1e-5 of the largest score)."""
+    L, H, T = model.config.n_layer, model.config.n_head, len(ids)
+    scores = np.zeros((L, H, T, T))
+    caches = model.new_kv_caches(1, T)
+
+    def scored(layer: int):
+        def hook(attn, args, output):  # after the layer's forward: its cache holds keys 0..t
+            x, cos, sin, cache = args[:4]
+            q = attn.project(x, cos, sin)[0]  # (1, H, 1, D): the new token's query
+            t = cache.length - 1
+            keys = attention_code.repeat_kv(cache.k[:, :, : t + 1], H)  # (1, H, t + 1, D)
+            scores[layer, :, t, : t + 1] = attention_code.attention_scores(q, keys)[0, :, 0].double().numpy()
+        return hook
+
+    hooks = [block.attn.register_forward_hook(scored(i)) for i, block in enumerate(model.blocks)]
+    try:
+        for token in ids:
+            model(torch.tensor([[token]]), kv_caches=caches)
+    finally:
+        for h in hooks:
+            h.remove()
+    norms = np.stack([attention_code.repeat_kv(c.v[:, :, :T], H)[0].norm(dim=-1).float().numpy() for c in caches])
+    return scores, norms
 
 
 def legend() -> str:

@@ -172,7 +172,30 @@ def test_the_legend_names_the_lines_of_model_attention_that_compute_each_step():
         assert pattern in source[n - 1], (words, n, source[n - 1])
 
 
+def test_through_the_kv_cache_one_token_at_a_time_the_numbers_are_those_of_one_pass(pages):
+    """cache=true: each query scored against the keys the cache holds, as generation computes it. Under the
+    causal mask, every score and value length equals one pass over the whole prompt's, to fp32 rounding
+    (1e-5 of the largest score)."""
+    from look import cached_steps, whole_steps
+    from runtime.checkpoint import load_checkpoint
+    from model.gpt import GPT
+
+    state = load_checkpoint(pages["causal"])
+    model = GPT.from_state(state["model_config"], state["model"]).eval()
+    ids = CharTokenizer(CHARS).encode(PROMPT)
+    with torch.no_grad():
+        (cached, cached_norms), (whole, whole_norms) = cached_steps(model, ids), whole_steps(model, ids)
+    lower = np.tril(np.ones((len(ids), len(ids)), dtype=bool))
+    largest = np.abs(whole).max()
+    assert largest > 1 and np.abs(cached - whole)[..., lower].max() < 1e-5 * largest  # fp32 rounding apart
+    assert np.abs(cached_norms - whole_norms).max() < 1e-5
+    out = look(LookConfig(ckpt=str(pages["causal"]), prompt=PROMPT, out=str(pages["one"].with_name("c.html")),
+                          cache=True))
+    assert "computed through the KV cache" in out.read_text()
+
+
 @pytest.mark.parametrize("args,message", [
+    (["compare=PEEK", "cache=true"], "attends both ways (causal=false), so a KV cache would go stale"),
     (["prompt=" + "a" * 80], "the prompt is 80 tokens, longer than the context of 64 tokens"),
     (["ckpt=/no/such/run"], "/no/such/run"),
     (["out=page.txt"], "out=page.txt: give an .html path"),
@@ -182,6 +205,7 @@ def test_the_legend_names_the_lines_of_model_attention_that_compute_each_step():
 def test_bad_input_is_one_line_exit_2_and_nothing_is_written(pages, tmp_path, args, message):
     (tmp_path / "notes.html").write_text("<p>my notes</p>")
     ckpt = [] if any(a.startswith("ckpt=") for a in args) else [f"ckpt={pages['causal']}"]
+    args = [a.replace("PEEK", str(pages["peek"])) for a in args]
     before = fingerprint(tmp_path)
     r = run_command(str(Path(__file__).resolve().parent.parent / "look.py"), *ckpt, *args, cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
