@@ -98,7 +98,10 @@ TRAIN_CASES = [  # (arguments, what the one line must say)
     ("dtype=fp8", "dtype='fp8' must be one of auto, bf16, fp16, fp32"),
     ("dtype=fp16", "dtype=fp16 is for CUDA GPUs"),
     ("data.val_fraction=1.5", "data.val_fraction=1.5 must be between 0 and 1"),
-    ("data.tokenizer=bpe", "data.tokenizer='bpe' must be one of char, gpt2"),
+    ("data.tokenizer=bytes", "data.tokenizer='bytes' must be one of char, gpt2, bpe"),
+    ("data.vocab_size=512", "data.vocab_size=512 is the size of a BPE trained on the corpus: give it with "
+                            "data.tokenizer=bpe"),
+    ("data.tokenizer=bpe data.vocab_size=10", "data.vocab_size=10 must be at least 257"),
     ("data.name=../x", "data.name='../x' must be a folder name"),
     ("data=nonexistent", "data=nonexistent: there is no configs/data/nonexistent.yaml"),
     ("model=huge", "model=huge: there is no configs/model/huge.yaml; choose one of gpt2, mini, small, tiny"),
