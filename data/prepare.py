@@ -41,7 +41,7 @@ from typing import Iterator
 
 import numpy as np
 
-from data.config import DataConfig, DataError, dataset_dir
+from data.config import DataConfig, DataError, dataset_dir, tokenizer_kind
 from data.shards import FORMAT_VERSION, ShardWriter, load_meta, split_shards, token_dtype, write_meta
 from data.sources import pieces, source_files
 from data.bpe import train_bpe
@@ -220,6 +220,11 @@ def already_prepared(cfg: DataConfig, out_dir: Path, digest: str) -> bool:
     if theirs not in (source_of(cfg), cfg.path):
         raise DataError(f"{out_dir} holds another corpus, prepared from {theirs}: give {source_of(cfg)} its own "
                         f"name with data.name=NAME (nothing there was changed)")
+    made, asked = tokens_of(meta.get("tokenizer"), meta.get("vocab_size")), tokens_of(tokenizer_kind(cfg.tokenizer),
+                                                                                   cfg.vocab_size)
+    if made != asked:  # another tokenizer's tokens of this corpus: its own folder, never this one replaced
+        raise DataError(f"{out_dir} holds this corpus in {made} tokens; {asked} tokens get a folder of their own: "
+                        f"add data.name={cfg.name}_{asked} (nothing there was changed)")
     if meta.get("fingerprint") == digest and meta.get("format_version") == FORMAT_VERSION:
         check_shards(out_dir, meta)
         log.info("%s is prepared already: %s", out_dir, summary(meta))
@@ -227,6 +232,11 @@ def already_prepared(cfg: DataConfig, out_dir: Path, digest: str) -> bool:
     log.info("%s was prepared from an older version of %s or with other settings: preparing it again", out_dir,
              theirs)
     return False
+
+
+def tokens_of(kind: str, vocab_size) -> str:
+    """char, gpt2, hf, or bpe with its size (bpe1024): which tokens a prepared corpus holds."""
+    return f"bpe{vocab_size}" if kind == "bpe" else str(kind)
 
 
 def prepared_before(cfg: DataConfig, out_dir: Path) -> Path:

@@ -238,3 +238,20 @@ def test_the_sha_of_a_prepared_bpe_corpus_repeats(tmp_path, tinyshakespeare):
     assert first["tokenizer_json"] == second["tokenizer_json"]
     digest = lambda meta: [s["sha256"] for s in meta["shards"]["train"]]  # noqa: E731
     assert digest(first) == digest(second)
+
+
+def test_another_tokenizer_of_a_prepared_corpus_never_replaces_it(tmp_path, tinyshakespeare):
+    """data.tokenizer=bpe (or another size) on a corpus prepared in characters: one line naming a folder of
+    its own, exit 2; the prepared tokens stay as they were."""
+    cfg, _ = own_text(tmp_path, tinyshakespeare.read_text(encoding="utf-8")[:50_000], tokenizer="char")
+    cfg_bpe, _ = own_text(tmp_path / "b", tinyshakespeare.read_text(encoding="utf-8")[:50_000], vocab_size=300)
+    for folder, name, overrides, made, asked in [(tmp_path, cfg.name, ["data.tokenizer=bpe"], "char", "bpe1024"),
+                                                 (tmp_path / "b", cfg_bpe.name, ["data.tokenizer=bpe",
+                                                  "data.vocab_size=400"], "bpe300", "bpe400")]:
+        before = fingerprint(folder / "data")
+        r = run_command("-m", "data.prepare", "data=text", f"data.path={folder / 'text.txt'}", f"data.name={name}",
+                        f"data.root={folder / 'data'}", *overrides)
+        assert r.returncode == 2 and r.stderr.strip() == (
+            f"error: {folder / 'data' / name} holds this corpus in {made} tokens; {asked} tokens get a folder of "
+            f"their own: add data.name={name}_{asked} (nothing there was changed)")
+        assert fingerprint(folder / "data") == before
