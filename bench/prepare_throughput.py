@@ -1,6 +1,6 @@
 """Preparing a corpus larger than memory: wall time, tokens/s and peak resident memory, by workers and size.
 
-    python -m bench.prepare_throughput [--sizes-mb 250 1000] [--workers 1 2] [--tokenizer gpt2]
+    python -m bench.prepare_throughput [--sizes-mb 250 1000] [--workers 1 2] [--tokenizer gpt2|char|bpe]
 
 Builds each corpus from Tiny Shakespeare (data/tinyshakespeare/input.txt, which `python -m
 data.prepare` downloads) with its lines shuffled and repeated to the size asked, as one .txt file in a
@@ -12,6 +12,7 @@ processes together, sampled every 50 ms from /proc.
 import argparse
 import json
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -62,14 +63,17 @@ def measure(corpus: Path, root: Path, tokenizer: str, workers: int) -> dict:
     if proc.returncode:
         raise DataError(f"preparation failed: {err.strip()[-500:]}")
     meta = json.loads((root / f"bench_{workers}" / "meta.json").read_text())
-    return {"seconds": seconds, "tokens": meta["train_tokens"] + meta["val_tokens"], "peak_bytes": peak}
+    trained = re.search(r"trained a \d+-token BPE on the train split in ([\d.]+) s", out)  # data.tokenizer=bpe
+    return {"seconds": seconds, "tokens": meta["train_tokens"] + meta["val_tokens"], "peak_bytes": peak,
+            "bpe_s": float(trained.group(1)) if trained else None}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes-mb", type=int, nargs="+", default=[250, 1000])
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--tokenizer", default="gpt2", choices=["gpt2", "char"])
+    p.add_argument("--tokenizer", default="gpt2", choices=["gpt2", "char", "bpe"],
+                   help="bpe: a 1,024-token BPE trained on the corpus's first 100M train characters, then used")
     args = p.parse_args()
     source = data_root(DataConfig()) / "tinyshakespeare" / "input.txt"
     if not source.exists():
@@ -86,7 +90,8 @@ def main() -> None:
                 speedup = base / r["seconds"]
                 print(f"{mb:>6}MB | {workers:>7} | {r['seconds']:>6.1f} s | {r['tokens']:>13,} | "
                       f"{r['tokens'] / r['seconds']:>11,.0f} | {r['peak_bytes'] / 2**20:>7,.0f} MiB | "
-                      f"{speedup:.2f}x the first row of this size", flush=True)
+                      f"{speedup:.2f}x the first row of this size" +
+                      (f"; the BPE trained in {r['bpe_s']:.1f} s" if r["bpe_s"] is not None else ""), flush=True)
             corpus.unlink()
 
 
