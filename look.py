@@ -14,6 +14,7 @@ whose heads read the very token they must predict. The numbers come from the mod
 `attention_scores` (runtime/attention_page.py says how the page stores them).
 """
 
+import html
 import os
 import re
 import tempfile
@@ -26,7 +27,7 @@ import torch
 
 from model import attention as attention_code
 from data import prompts
-from runtime.attention_page import escaped, run_spec, write_page, written_by_look
+from runtime.attention_page import run_spec, write_page, written_by_look
 from runtime.config import FREE_TEXT, run_command
 from runtime.errors import UserError
 from runtime.files import as_created
@@ -91,7 +92,7 @@ def one_run(where: Optional[str], text: str, runs_dir: str, cache: bool = False)
     kind = "causal: each token reads only its past" if causal else \
         "causal=false: every token reads every other, the one it must predict included"
     kind += "; computed through the KV cache, one token at a time" if cache else ""
-    return run_spec(escaped(where or "the newest run"), escaped(f"{loaded}; {kind}; {model.num_params():,} "
+    return run_spec(html.escape(where or "the newest run"), html.escape(f"{loaded}; {kind}; {model.num_params():,} "
                     "parameters"), [tokenizer.decode([i]) for i in ids], scores, norms, causal)
 
 

@@ -16,7 +16,6 @@ the browser's DecompressionStream unpacks them. At most 2 bytes a stored score, 
 """
 
 import base64
-import html
 import json
 import zlib
 from pathlib import Path
@@ -55,10 +54,6 @@ def write_page(runs: list[dict], legend: str, path: Path) -> int:
     text = TEMPLATE.read_text(encoding="utf-8").replace("/*DATA*/", data)
     path.write_text(text, encoding="utf-8")
     return path.stat().st_size
-
-
-def escaped(text: str) -> str:
-    return html.escape(text, quote=True)
 
 
 def written_by_look(path: Path) -> bool:
