@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data.config import DataConfig
 from data.loader import BatchSampler, fixed_batches
-from model.gpt import GPT, GPTConfig
+from model.gpt import GPT, GPTConfig, pad_vocab
 from runtime import checkpoint, devices, parallel, processes
 from runtime.config import require, run_command
 from runtime.processes import STOP_EXIT_CODES
@@ -389,7 +389,8 @@ def build_model(cfg: TrainConfig, meta: dict, device: torch.device, pretrained_w
         raise TrainError(f"model.vocab_size={cfg.model.vocab_size} disagrees with the data's vocabulary of "
                          f"{vocab}: leave it unset, it comes from the data")
     torch.manual_seed(cfg.seed)
-    model = GPT(GPTConfig(**{**asdict(cfg.model), "vocab_size": vocab}))
+    padded = cfg.model.padded_vocab or (None if cfg.init_from else pad_vocab(vocab))  # an import keeps its own
+    model = GPT(GPTConfig(**{**asdict(cfg.model), "vocab_size": vocab, "padded_vocab": padded}))
     if pretrained_weights:
         pretrained.load_weights(model, cfg)
     return model.to(device)

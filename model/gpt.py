@@ -31,6 +31,7 @@ class GPTConfig:
     takes its default from here."""
 
     vocab_size: Optional[int] = None  # required by GPT; train.py takes it from the data's meta.json
+    padded_vocab: Optional[int] = None  # rows of the embedding and LM head, >= vocab_size; None: vocab_size
     block_size: int = 1024  # the longest context: of training sequences, and of a KV cache by default
     n_layer: int = 12
     n_head: int = 12
@@ -49,6 +50,11 @@ class GPTConfig:
 
     # Derived values are properties, never stored: the config (and a checkpoint's copy of it) holds
     # only what was chosen, so a schema built from this class never bakes in a default's consequences.
+
+    @property
+    def vocab_rows(self) -> int:
+        """Rows of the embedding and the LM head: vocab_size, or more (`pad_vocab`)."""
+        return self.vocab_size if self.padded_vocab is None else self.padded_vocab
 
     @property
     def head_dim(self) -> int:
@@ -75,13 +81,15 @@ class GPTConfig:
     def __post_init__(self):
         """Refuse a config that cannot build a model, naming each key: ValueError("key=value must ...")."""
         problems = [f"{key}={value} must be >= 1" for key, value in
-                    [("vocab_size", self.vocab_size), ("block_size", self.block_size), ("n_layer", self.n_layer),
+                    [("vocab_size", self.vocab_size), ("padded_vocab", self.padded_vocab), ("block_size", self.block_size), ("n_layer", self.n_layer),
                      ("n_head", self.n_head), ("n_kv_head", self.n_kv_head), ("n_embd", self.n_embd),
                      ("mlp_hidden", self.mlp_hidden)] if value is not None and value < 1]
         problems += [f"{key}={value} must be > 0" for key, value in
                      [("rope_base", self.rope_base), ("norm_eps", self.norm_eps)] if not value > 0]
         if problems:  # the divisibility checks below need positive sizes
             raise ValueError("; ".join(problems))
+        if self.padded_vocab is not None and self.vocab_size is not None and self.padded_vocab < self.vocab_size:
+            problems.append(f"padded_vocab={self.padded_vocab} must be >= vocab_size={self.vocab_size}")
         if self.n_embd % self.n_head:
             problems.append(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         elif (self.n_embd // self.n_head) % 2:
@@ -98,6 +106,15 @@ class GPTConfig:
                 problems.append(f"{key}={value} must be in [0, 1)")
         if problems:
             raise ValueError("; ".join(problems))
+
+
+def pad_vocab(vocab_size: int) -> Optional[int]:
+    """The padded_vocab train.py gives a new model: a vocabulary of 8,192 tokens or more gets its embedding
+    and LM head rounded up to a multiple of 64 rows (GPT-2's 50,257 -> 50,304, as nanoGPT does), the shape
+    GPU matmul kernels run fastest; None (no padding) below that, where the head is a small part of the
+    work, and for a multiple of 64. The extra rows are never a target, never in the softmax and never
+    sampled: `GPT.forward` cuts the logits to vocab_size, and an export drops the rows."""
+    return 64 * math.ceil(vocab_size / 64) if vocab_size >= 8192 and vocab_size % 64 else None
 
 
 ROPE_SCALING_KEYS = {"linear": ("factor",),
@@ -171,11 +188,11 @@ class GPT(nn.Module):
         if config.vocab_size is None:
             raise ValueError("GPTConfig.vocab_size is not set: it is the tokenizer's vocabulary size")
         self.config = config
-        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.tok_emb = nn.Embedding(config.vocab_rows, config.n_embd)
         self.emb_dropout = nn.Dropout(config.emb_p)  # no weights: a Llama export is unaffected
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm = RMSNorm(config.n_embd, config.norm_eps)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_rows, bias=False)
         if config.tie_weights:
             self.lm_head.weight = self.tok_emb.weight
         self.reset_parameters()
@@ -227,10 +244,10 @@ class GPT(nn.Module):
         x = self.emb_dropout(self.tok_emb(idx))  # (B, T, C)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, None if kv_caches is None else kv_caches[i], pos)  # (B, T, C)
-        logits = self.lm_head(self.norm(x))  # (B, T, V)
+        logits = self.lm_head(self.norm(x))[..., : self.config.vocab_size]  # (B, T, V): a padded head's extra rows cut
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=-1)
+            loss = F.cross_entropy(logits.float().reshape(B * T, -1), targets.reshape(B * T), ignore_index=-1)
         return logits, loss
 
     @torch.no_grad()

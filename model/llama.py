@@ -176,8 +176,10 @@ def gpt_config(llama: dict, block_size: Optional[int] = None, **ropegpt_settings
 
 def llama_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     """The model's weights under Llama's names, contiguous, on the CPU; a tied head stored once (as the
-    embedding, which is how transformers writes tied models)."""
-    return {llama_name(name): p.detach().cpu().contiguous() for name, p in model.named_parameters()}
+    embedding, which is how transformers writes tied models); a padded vocabulary's extra rows dropped."""
+    V = model.config.vocab_size
+    return {llama_name(name): (p[:V] if name in ("tok_emb.weight", "lm_head.weight") else p).detach().cpu().contiguous()
+            for name, p in model.named_parameters()}
 
 
 def load_llama_state_dict(model: GPT, weights: dict[str, torch.Tensor]) -> None:

@@ -46,6 +46,40 @@ def test_targets_of_minus_one_are_ignored():
     torch.testing.assert_close(loss, expected)
 
 
+def test_a_padded_vocabulary_is_never_seen_the_logits_the_loss_and_greedy_tokens_are_the_unpadded_models():
+    """GPT-2's 50,257 tokens get 50,304 rows (pad_vocab): the extra rows are cut from the logits, so even
+    huge weights there change no logit, no loss and no sampled token."""
+    from model.generate import generate_tokens
+    from model.gpt import pad_vocab
+
+    assert (pad_vocab(50257), pad_vocab(65), pad_vocab(1024), pad_vocab(8200), pad_vocab(49152)) == \
+        (50304, None, None, 8256, None)
+    plain, padded = tiny(vocab_size=100), tiny(vocab_size=100, padded_vocab=128)
+    assert padded.lm_head.weight.shape == padded.tok_emb.weight.shape == (128, 64)
+    with torch.no_grad():
+        for p, q in zip(plain.parameters(), padded.parameters(), strict=True):
+            q[: p.shape[0]].copy_(p)
+        padded.lm_head.weight[100:] = 1e4  # if any of these rows reached the softmax, it would take all of it
+    x, y = torch.randint(0, 100, (2, 16)), torch.randint(0, 100, (2, 16))
+    (a, loss_a), (b, loss_b) = plain(x, y), padded(x, y)
+    assert b.shape == (2, 16, 100) and torch.equal(a, b) and torch.equal(loss_a, loss_b)
+    def tokens(model, **sampling):
+        return torch.cat(list(generate_tokens(model, x[:1, :4], 24, **sampling)), dim=1)  # (1, 24)
+
+    assert tokens(padded, temperature=1.0, num_samples=8).max() < 100
+    assert torch.equal(tokens(padded, temperature=0), tokens(plain, temperature=0))
+
+
+def test_train_py_pads_gpt2s_vocabulary_and_nothing_smaller(tmp_path):
+    from runtime.config import compose
+    from train import TrainConfig, build_model
+
+    cfg = compose("train", TrainConfig, ["model=tiny"])
+    rows = {v: build_model(cfg, {"vocab_size": v}, torch.device("cpu")).lm_head.weight.shape[0]
+            for v in (65, 1024, 50257)}
+    assert rows == {65: 65, 1024: 1024, 50257: 50304}
+
+
 def test_a_tiny_model_overfits_one_batch():
     model = tiny().train()
     torch.manual_seed(1)

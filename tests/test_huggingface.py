@@ -162,8 +162,11 @@ def checkpoint(tmp_path: Path, tokenizer, **model) -> Path:
 
 
 @pytest.mark.parametrize("kind,model", [("char", {}), ("char", {"tie_weights": True, "n_kv_head": 1}),
-                                        ("gpt2", {"tie_weights": True}), ("gpt2", {"n_kv_head": 4})],
-                         ids=["char-GQA", "char-tied-MQA", "gpt2-tied-GQA", "gpt2-MHA"])
+                                        ("gpt2", {"tie_weights": True}), ("gpt2", {"n_kv_head": 4}),
+                                        ("gpt2", {"padded_vocab": 50304}), ("gpt2", {"tie_weights": True,
+                                                                                     "padded_vocab": 50304})],
+                         ids=["char-GQA", "char-tied-MQA", "gpt2-tied-GQA", "gpt2-MHA", "gpt2-padded",
+                              "gpt2-padded-tied"])
 def test_an_exported_model_loads_in_transformers_with_equal_logits_and_ids(tmp_path, corpus, kind, model):
     tokenizer = CharTokenizer.from_text(corpus) if kind == "char" else GPT2Tokenizer()
     run = checkpoint(tmp_path, tokenizer, **model)
@@ -182,6 +185,7 @@ def test_an_exported_model_loads_in_transformers_with_equal_logits_and_ids(tmp_p
     from safetensors import safe_open
     with safe_open(out / "model.safetensors", "pt") as f:
         assert ("lm_head.weight" in f.keys()) != model.get("tie_weights", False)  # a tied head stored once
+        assert f.get_slice("model.embed_tokens.weight").get_shape()[0] == config["vocab_size"] == tokenizer.vocab_size
 
 
 def test_an_exported_folder_imports_back_to_the_same_model(tmp_path, corpus):
