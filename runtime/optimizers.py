@@ -65,31 +65,43 @@ class Muon(torch.optim.Muon):
 
     @torch.no_grad()
     def step(self, closure=None) -> None:
+        """One step for every matrix; the matrices of one shape (as wide matrices: a tall one transposed)
+        orthogonalise together, as one batch of matmuls: model=mini's 28 matrices are 2 batches, and
+        model=small's 42 are 2, instead of one small matmul (and its launch) at a time."""
         for group in self.param_groups:
             if group["adjust_lr_fn"] not in (None, "original"):
                 raise ValueError(f"adjust_lr_fn={group['adjust_lr_fn']!r}: only torch's original scaling is offered")
-            lr, beta = group["lr"], group["momentum"]
+            beta, batches = group["momentum"], {}
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
-                buf.lerp_(p.grad, 1 - beta)
-                update = p.grad.lerp(buf, beta) if group["nesterov"] else buf
-                x = orthogonalise(update, group["ns_coefficients"], group["ns_steps"], group["eps"], self.ns_dtype)
-                rows, cols = p.shape
-                p.mul_(1 - lr * group["weight_decay"])
-                p.add_(x, alpha=-lr * math.sqrt(max(1.0, rows / cols)))
+                if p.grad is not None:
+                    wide = tuple(sorted(p.shape))  # (rows, columns) of the wide form: rows <= columns
+                    batches.setdefault((wide, p.dtype, p.device), []).append(p)
+            for params in batches.values():
+                grads = [p.grad for p in params]
+                bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad)) for p in params]
+                torch._foreach_lerp_(bufs, grads, 1 - beta)
+                updates = torch._foreach_lerp(grads, bufs, beta) if group["nesterov"] else bufs
+                wide_updates = [u if u.size(0) <= u.size(1) else u.T for u in updates]  # (r, s), r <= s
+                stacked = wide_updates[0] if len(params) == 1 else torch.stack(wide_updates)  # (n, r, s)
+                x = orthogonalise(stacked, group["ns_coefficients"], group["ns_steps"], group["eps"], self.ns_dtype)
+                for p, xi in zip(params, x.unbind(0) if len(params) > 1 else [x], strict=True):
+                    rows, cols = p.shape
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                    p.add_(xi if rows <= cols else xi.T, alpha=-group["lr"] * math.sqrt(max(1.0, rows / cols)))
 
 
 def orthogonalise(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float,
                   dtype: torch.dtype) -> torch.Tensor:
-    """Muon's quintic Newton-Schulz iteration in dtype: g with its singular values pushed into about
-    [0.7, 1.2] (not exactly 1: these coefficients trade exactness for speed, which training does not mind)."""
+    """Muon's quintic Newton-Schulz iteration in dtype: g (..., r, s), one matrix or a batch of them, with
+    each matrix's singular values pushed into about [0.7, 1.2] (not exactly 1: these coefficients trade
+    exactness for speed, which training does not mind)."""
     a, b, c = coefficients
-    wide = g.size(0) <= g.size(1)
-    x = g.to(dtype) if wide else g.to(dtype).T  # (r, s), r <= s: the Gram matrix X X^T is the small one
-    x = x / x.norm().clamp(min=eps)
+    wide = g.size(-2) <= g.size(-1)
+    x = g.to(dtype) if wide else g.to(dtype).mT  # (..., r, s), r <= s: the Gram matrix X X^T is the small one
+    norm = x.norm() if x.dim() == 2 else x.norm(dim=(-2, -1), keepdim=True)  # each matrix's Frobenius norm
+    x = x / norm.clamp(min=eps)
+    add_mm = torch.addmm if x.dim() == 2 else torch.baddbmm  # beta * M + alpha * A @ B, in one kernel
     for _ in range(steps):
-        gram = x @ x.T  # (r, r)
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    return x if wide else x.T
+        gram = x @ x.mT  # (..., r, r)
+        x = add_mm(x, add_mm(gram, gram, gram, beta=b, alpha=c), x, beta=a)  # a X + (b A + c A A) X
+    return x if wide else x.mT
