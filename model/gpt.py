@@ -81,9 +81,10 @@ class GPTConfig:
     def __post_init__(self):
         """Refuse a config that cannot build a model, naming each key: ValueError("key=value must ...")."""
         problems = [f"{key}={value} must be >= 1" for key, value in
-                    [("vocab_size", self.vocab_size), ("padded_vocab", self.padded_vocab), ("block_size", self.block_size), ("n_layer", self.n_layer),
-                     ("n_head", self.n_head), ("n_kv_head", self.n_kv_head), ("n_embd", self.n_embd),
-                     ("mlp_hidden", self.mlp_hidden)] if value is not None and value < 1]
+                    [("vocab_size", self.vocab_size), ("padded_vocab", self.padded_vocab),
+                     ("block_size", self.block_size), ("n_layer", self.n_layer), ("n_head", self.n_head),
+                     ("n_kv_head", self.n_kv_head), ("n_embd", self.n_embd), ("mlp_hidden", self.mlp_hidden)]
+                    if value is not None and value < 1]
         problems += [f"{key}={value} must be > 0" for key, value in
                      [("rope_base", self.rope_base), ("norm_eps", self.norm_eps)] if not value > 0]
         if problems:  # the divisibility checks below need positive sizes

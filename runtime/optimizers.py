@@ -82,6 +82,7 @@ class Muon(torch.optim.Muon):
                 torch._foreach_lerp_(bufs, grads, 1 - beta)
                 updates = torch._foreach_lerp(grads, bufs, beta) if group["nesterov"] else bufs
                 wide_updates = [u if u.size(0) <= u.size(1) else u.T for u in updates]  # (r, s), r <= s
+                # a lone matrix stays 2-D: the same kernels as torch's Muon, so its update is torch's bit for bit
                 stacked = wide_updates[0] if len(params) == 1 else torch.stack(wide_updates)  # (n, r, s)
                 x = orthogonalise(stacked, group["ns_coefficients"], group["ns_steps"], group["eps"], self.ns_dtype)
                 for p, xi in zip(params, x.unbind(0) if len(params) > 1 else [x], strict=True):
