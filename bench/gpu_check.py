@@ -1,17 +1,23 @@
 """One command that checks ropegpt's GPU code paths on the GPU it runs on, and prints a results table.
 
     python -m bench.gpu_check                       # on a machine with CUDA (exit 2 elsewhere)
-    python -m bench.gpu_check --steps 100 --decode-tokens 500
+    python -m bench.gpu_check --steps 100 --decode-tokens 200     # a quicker look
 
 1. SDPA backends: which kernel serves each of the model's attention calls in bf16 (training with
    is_causal; grouped-query with enable_gqa; a chunked prefill with a mask; one-token decode), as
    torch would choose it, and where that is the slow math kernel.
-2. Training: --steps steps of the GPU recipe (experiment=shakespeare_char), compiled, in bf16:
-   tokens/s, MFU, peak memory and compile time, from train.py itself.
+2. Training: the GPU recipe (experiment=shakespeare_char) as `python train.py` runs it, compiled, in
+   bf16 (--steps N: a run of N steps instead): wall time, last and best val loss, tokens/s, MFU, peak memory
+   and compile time, from train.py itself.
 3. Numerics: the first --check-steps losses of that recipe compiled in bf16 against eager fp32 from
    the same seed, within --tolerance.
-4. Decode: sample.py's cached decode at batch 1 from the run of (2), tokens/s: as it is, with
-   compile=true (CUDA graphs), quantize=int8, and both; the compile time beside a compiled row.
+4. Decode: sample.py's cached decode from the run of (2) at batch 1 and 8 (num_samples=8: tokens/s of
+   all eight), as it is, with compile=true (CUDA graphs), quantize=int8, and both; the compile time
+   beside a compiled row. int8 beside bf16 is the row pair that says whether int8 pays on this GPU.
+
+Everything is written to one report (--report: Markdown, and the same rows as JSON beside it), which
+fills docs/results.md's "Estimated, not measured". On one H100 the whole check should take well under
+10 minutes (estimated: the recipe about 1.5 min, the rest a few).
 
 --device cpu runs the same checks on the CPU with model=tiny (what the tests do, so the script is
 known to work before a GPU runs it).
@@ -88,7 +94,7 @@ def entries(run: Path, kind: str) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=None, help="train only this many steps (default: the recipe's)")
     parser.add_argument("--check-steps", type=int, default=20)
     parser.add_argument("--tolerance", type=float, default=0.05, help="largest |loss bf16 compiled - fp32 eager|")
     parser.add_argument("--decode-tokens", type=int, default=500)
@@ -121,14 +127,14 @@ def main() -> None:
         if on_gpu:
             torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
-        _, run = run_train([*recipe, f"max_steps={args.steps}", f"eval_interval={args.steps}", "log_interval=10",
-                            "compile=true", "dtype=bf16"])
+        steps = [f"max_steps={args.steps}", f"eval_interval={args.steps}"] if args.steps else []
+        summary, run = run_train([*recipe, *steps, "log_interval=10", "compile=true", "dtype=bf16"])
         wall = time.perf_counter() - t0
         log = (run / "train.log").read_text()
         compiled = re.search(r"compiled in (\S+)", log)
         last = entries(run, "train")[-1]
         val = [e["val_loss"] for e in entries(run, "eval")]
-        rows += [("training: steps, wall time", f"{args.steps}, {wall:.1f} s"),
+        rows += [("training: steps, wall time", f"{summary['step']}, {wall:.1f} s"),
                  ("training: last and best val loss", f"{val[-1]:.4f}, {min(val):.4f}" if val else "no evaluation"),
                  ("training: compile time", compiled.group(1) if compiled else "not compiled (see train.log)"),
                  ("training: tokens/s", f"{last['tokens_per_s']:,.0f}"),
@@ -148,20 +154,21 @@ def main() -> None:
                       f"train.py runs fp32 there), dropout off, {n} steps",
                      f"{worst:.2e} ({'within' if worst <= args.tolerance else 'OUTSIDE'} {args.tolerance})"))
 
-        # 4. cached decode at batch 1: as sample.py runs it, then with int8 weights, each eager and compiled
+        # 4. cached decode at batch 1 and 8: as sample.py runs it, then with int8 weights, each eager and compiled
         from sample import SampleConfig, sample
 
-        for extra in ([], ["compile=true"], ["quantize=int8"], ["quantize=int8", "compile=true"]):
+        for batch, extra in [(b, e) for b in (1, 8) for e in ([], ["compile=true"], ["quantize=int8"],
+                                                               ["quantize=int8", "compile=true"])]:
             err = io.StringIO()
             settings = [f"ckpt={run}", "prompt=ROMEO:", f"max_new_tokens={args.decode_tokens}", f"device={args.device}",
-                        "stream=false", *extra]
+                        f"num_samples={batch}", "stream=false", *extra]
             sample(compose("sample", SampleConfig, settings), io.StringIO(), err)
             said = err.getvalue()
             decode = re.search(r"decode: .*?\(([\d,]+) tokens/s\)", said)
             compiled = re.search(r"compile: the decode step in ([\d.]+ s)", said)
             note = (f" (compiled in {compiled.group(1)})" if compiled else
                     " (compile failed: eager)" if "torch.compile failed" in said else "")
-            rows.append((f"decode at batch 1 (KV cache{', ' if extra else ''}{' '.join(extra)}): tokens/s",
+            rows.append((f"decode at batch {batch} (KV cache{', ' if extra else ''}{' '.join(extra)}): tokens/s",
                          (decode.group(1) + note) if decode else said[-200:]))
 
         name = torch.cuda.get_device_name(device) if on_gpu else "CPU"

@@ -70,12 +70,14 @@ def test_gpu_check_runs_its_four_checks_end_to_end_on_the_cpu(data_root, tmp_pat
                     "--decode-tokens", "10", "--data-root", str(data_root), "--report", str(report), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     table = [line for line in r.stdout.splitlines() if line.startswith("| ")]
-    assert len(table) == 16 and all(line.count("|") == 3 for line in table), table
+    assert len(table) == 20 and all(line.count("|") == 3 for line in table), table
     assert [line for line in report.read_text().splitlines() if line.startswith("| ")] == table
     rows = json.loads(report.with_suffix(".json").read_text())["rows"]
     assert [f"| {row['what']} | {row['value']} |" for row in rows] == table[2:]
-    decodes = [line for line in table if line.startswith("| decode at batch 1")]
-    assert len(decodes) == 4 and all(re.search(r"\| [\d,]+( \(.*\))? \|$", line) for line in decodes), decodes
+    assert "| training: steps, wall time | 4, " in r.stdout  # the step train.py ended at (its summary)
+    decodes = [line for line in table if line.startswith("| decode at batch ")]
+    assert [line.split(" (")[0] for line in decodes] == ["| decode at batch 1"] * 4 + ["| decode at batch 8"] * 4
+    assert all(re.search(r"\| [\d,]+( \(.*\))? \|$", line) for line in decodes), decodes
     assert sum("SDPA backend" in line and "unknown" not in line for line in table) == 4
     assert "(within 0.05)" in r.stdout
 
